@@ -1,0 +1,224 @@
+"""The `rtmh` command: parses flags, loads settings, and hands over to the stage that does the work.
+
+Every setting is a flag on the top-level command (``rtmh --help`` lists them) and an environment
+variable; flags win. A bad setting ends the program with one line naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rtmh.config import ConfigError, Settings, load_settings
+from rtmh.db.connect import DatabaseUnavailable, connect, describe_url
+
+app = typer.Typer(
+    help="RTMH, the Real-Time DevOps Monitoring Hub: Kafka in, PostgreSQL as truth, "
+    "sub-second alerts out.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    postgres_url: Annotated[
+        str | None, typer.Option(help="PostgreSQL URL [env POSTGRES_URL]; unset = embedded")
+    ] = None,
+    kafka_bootstrap_servers: Annotated[
+        str | None,
+        typer.Option(help="Kafka host:port list [env KAFKA_BOOTSTRAP_SERVERS]; unset = embedded"),
+    ] = None,
+    topic_prefix: Annotated[
+        str | None, typer.Option(help="topic prefix [env RTMH_TOPIC_PREFIX, default rtmh.]")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="embedded data [env RTMH_DATA_DIR, default user data dir]")
+    ] = None,
+    group_id: Annotated[
+        str | None, typer.Option(help="consumer group [env RTMH_GROUP_ID, default rtmh-worker]")
+    ] = None,
+    partitions: Annotated[
+        int | None, typer.Option(help="partitions of created topics [env RTMH_PARTITIONS, 4]")
+    ] = None,
+    batch_max_messages: Annotated[
+        int | None, typer.Option(help="batch closes at N messages [env RTMH_BATCH_MAX_MESSAGES]")
+    ] = None,
+    batch_max_ms: Annotated[
+        int | None, typer.Option(help="batch closes after N ms [env RTMH_BATCH_MAX_MS, 200]")
+    ] = None,
+    max_message_bytes: Annotated[
+        int | None, typer.Option(help="larger messages are dead-lettered [env RTMH_MAX_MESSAGE_BYTES]")
+    ] = None,
+    retention_days: Annotated[
+        int | None, typer.Option(help="raw_events retention [env RTMH_RETENTION_DAYS, 7]")
+    ] = None,
+    window_size_s: Annotated[
+        int | None, typer.Option(help="sliding window size [env RTMH_WINDOW_SIZE_S, 60]")
+    ] = None,
+    window_slide_s: Annotated[
+        int | None, typer.Option(help="sliding window step [env RTMH_WINDOW_SLIDE_S, 10]")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Prometheus /metrics port, 0 = off [env RTMH_METRICS_PORT]")
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option(help="DEBUG/INFO/WARNING/ERROR [env RTMH_LOG_LEVEL]")
+    ] = None,
+) -> None:
+    overrides: dict[str, Any] = {
+        "postgres_url": postgres_url,
+        "kafka_bootstrap_servers": kafka_bootstrap_servers,
+        "topic_prefix": topic_prefix,
+        "data_dir": data_dir,
+        "group_id": group_id,
+        "partitions": partitions,
+        "batch_max_messages": batch_max_messages,
+        "batch_max_ms": batch_max_ms,
+        "max_message_bytes": max_message_bytes,
+        "retention_days": retention_days,
+        "window_size_s": window_size_s,
+        "window_slide_s": window_slide_s,
+        "metrics_port": metrics_port,
+        "log_level": log_level,
+    }
+    try:
+        settings = load_settings(**overrides)
+    except ConfigError as err:
+        raise _fail(str(err), 2) from None
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    ctx.obj = settings
+
+
+@contextmanager
+def _database(settings: Settings) -> Iterator[str]:
+    """The configured PostgreSQL, or the embedded one for as long as the command runs."""
+    if settings.postgres_url:
+        yield settings.postgres_url
+        return
+    from rtmh.embedded.postgres import EmbeddedPostgres
+
+    server = EmbeddedPostgres(settings.data_dir / "postgres")
+    with console.status(f"starting embedded PostgreSQL in {server.root}"):
+        try:
+            url = server.start()
+        except (RuntimeError, OSError) as err:
+            raise _fail(f"embedded PostgreSQL did not start: {err}") from None
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+def _print_status(url: str) -> None:
+    from rtmh.db import migrate
+
+    with connect(url) as conn:
+        rows = migrate.status(conn, migrate.load_files())
+    table = Table(title=f"migrations on {describe_url(url)}")
+    for column in ("migration", "state", "applied at"):
+        table.add_column(column)
+    colours = {"applied": "green", "pending": "yellow", "changed": "red", "missing-file": "red"}
+    for row in rows:
+        when = row.applied_at.strftime("%Y-%m-%d %H:%M:%S %Z") if row.applied_at else "-"
+        table.add_row(row.version, f"[{colours[row.state]}]{row.state}[/]", when)
+    out.print(table)
+
+
+@app.command()
+def migrate(
+    ctx: typer.Context,
+    test: Annotated[bool, typer.Option("--test", help="only test the connection")] = False,
+    status: Annotated[bool, typer.Option("--status", help="list applied and pending")] = False,
+) -> None:
+    """Apply pending migrations (or --test the connection, or show --status)."""
+    from rtmh.db import migrate as migrator
+
+    settings: Settings = ctx.obj
+    try:
+        with _database(settings) as url:
+            if test:
+                with connect(url) as conn:
+                    row = conn.execute("SELECT current_user, version()").fetchone()
+                assert row is not None
+                out.print(f"connection ok: {describe_url(url)} as {row[0]} ({row[1].split(',')[0]})")
+                return
+            if status:
+                _print_status(url)
+                return
+            with connect(url, autocommit=True) as conn:
+                files = migrator.load_files()
+
+                def report(version: str, applied: bool) -> None:
+                    verb = "[green]applied[/]" if applied else "[dim]up to date[/]"
+                    out.print(f"{verb} {version}")
+
+                done = migrator.apply_pending(conn, files, progress=report)
+            out.print(f"{len(done)} migration(s) applied" if done else "nothing to apply")
+    except DatabaseUnavailable as err:
+        raise _fail(str(err)) from None
+    except migrator.MigrationError as err:
+        raise _fail(str(err)) from None
+
+
+def _require(settings: Settings, *names: str) -> None:
+    env = {"postgres_url": "POSTGRES_URL", "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS"}
+    for name in names:
+        if not getattr(settings, name):
+            raise _fail(
+                f"{env[name]} is not set: this command runs against your own servers "
+                f"(set {env[name]} or --{name.replace('_', '-')}); `rtmh up` runs everything "
+                "on embedded defaults"
+            )
+
+
+def _stop_on_signals(stop: Callable[[], None]) -> None:
+    def handler(signum: int, _frame: object) -> None:
+        logging.getLogger("rtmh").info("%s received: finishing the current batch", signal.Signals(signum).name)
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+@app.command()
+def worker(ctx: typer.Context) -> None:
+    """Consume the topics into PostgreSQL, maintain windows and evaluate rules (one process of
+    a consumer group; run more for more throughput)."""
+    from rtmh.ingest.pipeline import build_worker
+
+    settings: Settings = ctx.obj
+    _require(settings, "postgres_url", "kafka_bootstrap_servers")
+    assert settings.postgres_url and settings.kafka_bootstrap_servers
+    try:
+        w = build_worker(settings, settings.postgres_url, settings.kafka_bootstrap_servers)
+        _stop_on_signals(w.stop)
+        w.run()
+    except DatabaseUnavailable as err:
+        raise _fail(str(err)) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

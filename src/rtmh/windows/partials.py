@@ -1,0 +1,354 @@
+"""Window partials: what one batch of decoded records adds to each sliding window.
+
+Role: the pure core of the window stage. ``build_partials`` turns a batch into one ``Partial`` per
+(window_key, metric_type, window_start); ``partial_rows`` gives the rows the worker COPYs into the
+temp table ``window_partials_stage`` (STAGE_TABLE_SQL), and MERGE_PARTIALS_SQL upserts them into
+metrics_agg in the same transaction as the raw events and offsets. Every field merges additively
+(count, sum, sketch buckets) or by min/max, so late events, replays into other batches and any
+number of workers all converge on the same rows.
+
+Metric types and their value formula (``mode``; SQL derives the same from metric_type in
+rtmh_window_value, migration 003):
+
+=================  =======  ==============================  ==========================
+metric_type        mode     count / sum                     value
+=================  =======  ==============================  ==========================
+log_count          count    log lines / log lines           count
+error_count        sum      log lines / error lines         sum (errors; 0 rows exist)
+error_rate         ratio    log lines / error lines         sum / count
+event_count        count    events / events                 count
+<metric name>      mean     samples / sum of values         sum / count (+ min, max,
+                                                            sketch -> p50/p95/p99)
+=================  =======  ==============================  ==========================
+
+error_count and error_rate get a row for every window that has logs, errors or not, so a rule
+``error_count > 0`` sees the zero that resolves it, and ``count`` is the log volume that
+``min_count`` checks. A metric sample named like a built-in type is stored as
+``metric:<name>`` so the two can never merge into one row.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import msgspec
+
+from rtmh.records import DecodedRecord, Kind
+from rtmh.windows.assign import (
+    DEFAULT_SIZE,
+    DEFAULT_SLIDE,
+    pane_start,
+    starts_for_pane,
+    validate_window,
+)
+from rtmh.windows.sketch import Sketch
+
+Mode = Literal["count", "sum", "ratio", "mean"]
+PartialKey = tuple[str, str, int]
+
+GLOBAL_KEY = "__all__"
+LOG_COUNT = "log_count"
+ERROR_COUNT = "error_count"
+ERROR_RATE = "error_rate"
+EVENT_COUNT = "event_count"
+_BUILTIN_MODES: dict[str, Mode] = {
+    LOG_COUNT: "count",
+    ERROR_COUNT: "sum",
+    ERROR_RATE: "ratio",
+    EVENT_COUNT: "count",
+}
+#: prefix for metric samples whose name collides with a built-in metric type
+METRIC_PREFIX = "metric:"
+#: quantiles stored in metrics_agg.p50 / p95 / p99
+QUANTILES = (0.5, 0.95, 0.99)
+
+
+def mode_for(metric_type: str) -> Mode:
+    """The value formula of a metric type (mirrors rtmh_window_mode in SQL)."""
+    return _BUILTIN_MODES.get(metric_type, "mean")
+
+
+def metric_type_for_sample(name: str) -> str:
+    """The metric_type a metric sample is windowed under: its name, unless that is reserved."""
+    return METRIC_PREFIX + name if name in _BUILTIN_MODES else name
+
+
+def value_of(mode: Mode, count: int, total: float) -> float | None:
+    """The natural aggregate of a window (mirrors rtmh_window_value in SQL)."""
+    if mode == "count":
+        return float(count)
+    if mode == "sum":
+        return total
+    return total / count if count else None
+
+
+@dataclass(slots=True)
+class Partial:
+    """What some records contribute to one window of one (window_key, metric_type)."""
+
+    window_key: str
+    metric_type: str
+    window_start: int
+    window_end: int
+    mode: Mode
+    count: int = 0
+    sum: float = 0.0
+    min: float | None = None
+    max: float | None = None
+    sketch: Sketch | None = field(default=None)
+
+    @property
+    def key(self) -> PartialKey:
+        return (self.window_key, self.metric_type, self.window_start)
+
+    @property
+    def value(self) -> float | None:
+        return value_of(self.mode, self.count, self.sum)
+
+    def percentiles(self) -> tuple[float | None, ...]:
+        """p50/p95/p99 as metrics_agg stores them: sketch estimates clamped to [min, max]."""
+        if self.sketch is None:
+            return (None,) * len(QUANTILES)
+        return tuple(_clamp(q, self.min, self.max) for q in self.sketch.quantiles(QUANTILES))
+
+    def observe(self, value: float) -> None:
+        """Add one metric sample (mode mean)."""
+        self.count += 1
+        self.sum += value
+        if self.min is None or value < self.min:
+            self.min = value
+        if self.max is None or value > self.max:
+            self.max = value
+        if self.sketch is None:
+            self.sketch = Sketch()
+        self.sketch.add(value)
+
+    def merge(self, other: Partial) -> None:
+        """Add ``other`` into this partial in place. Both must describe the same window."""
+        if other.key != self.key or other.mode != self.mode or other.window_end != self.window_end:
+            raise ValueError(f"cannot merge partial {other.key} into {self.key}")
+        self.count += other.count
+        self.sum += other.sum
+        if other.min is not None and (self.min is None or other.min < self.min):
+            self.min = other.min
+        if other.max is not None and (self.max is None or other.max > self.max):
+            self.max = other.max
+        if other.sketch is not None:
+            if self.sketch is None:
+                self.sketch = Sketch()
+            self.sketch.merge(other.sketch)
+
+    def copy(self) -> Partial:
+        return replace(self, sketch=None if self.sketch is None else self.sketch.copy())
+
+
+def _clamp(value: float | None, low: float | None, high: float | None) -> float | None:
+    # the true quantile lies in [min, max], so clamping never adds error; SQL does the same
+    if value is None:
+        return None
+    if low is not None and value < low:
+        value = low
+    if high is not None and value > high:
+        value = high
+    return value
+
+
+def merge_partials(a: Partial, b: Partial) -> Partial:
+    """A new partial holding both (pure; neither argument changes)."""
+    merged = a.copy()
+    merged.merge(b)
+    return merged
+
+
+def merge_partial_maps(
+    a: Mapping[PartialKey, Partial], b: Mapping[PartialKey, Partial]
+) -> dict[PartialKey, Partial]:
+    """Union of two build_partials results, merging shared keys (pure)."""
+    merged = {key: partial.copy() for key, partial in a.items()}
+    _merge_into(merged, b.values())
+    return merged
+
+
+def _merge_into(target: dict[PartialKey, Partial], partials: Iterable[Partial]) -> None:
+    for partial in partials:
+        existing = target.get(partial.key)
+        if existing is None:
+            target[partial.key] = partial.copy()
+        else:
+            existing.merge(partial)
+
+
+def _slot(
+    panes: dict[PartialKey, Partial], service: str, metric_type: str, pane: int, slide: int
+) -> Partial:
+    key = (service, metric_type, pane)
+    partial = panes.get(key)
+    if partial is None:
+        partial = Partial(service, metric_type, pane, pane + slide, mode_for(metric_type))
+        panes[key] = partial
+    return partial
+
+
+def _bump(partial: Partial, count: int, total: float) -> None:
+    partial.count += count
+    partial.sum += total
+
+
+def _add_record(panes: dict[PartialKey, Partial], record: DecodedRecord, slide: int) -> None:
+    pane = pane_start(record.event_time, slide)
+    service = record.service
+    if record.kind is Kind.LOGS:
+        errors = 1.0 if record.is_error else 0.0
+        _bump(_slot(panes, service, LOG_COUNT, pane, slide), 1, 1.0)
+        _bump(_slot(panes, service, ERROR_COUNT, pane, slide), 1, errors)
+        _bump(_slot(panes, service, ERROR_RATE, pane, slide), 1, errors)
+    elif record.kind is Kind.METRICS:
+        for sample in record.samples:
+            # decode should already refuse NaN/inf; one must not poison a whole window's sum
+            if math.isfinite(sample.value):
+                metric_type = metric_type_for_sample(sample.name)
+                _slot(panes, service, metric_type, pane, slide).observe(sample.value)
+    elif record.kind is Kind.EVENTS:
+        _bump(_slot(panes, service, EVENT_COUNT, pane, slide), 1, 1.0)
+
+
+def pane_partials(
+    records: Iterable[DecodedRecord], slide: int, global_key: str = GLOBAL_KEY
+) -> dict[PartialKey, Partial]:
+    """Partials per slide-wide pane (window_start = pane start, window_end = pane + slide).
+
+    Each record touches one pane per metric type, so the work per record does not grow with
+    size / slide; the global key is the merge of the services' panes.
+    """
+    validate_window(slide, slide)
+    panes: dict[PartialKey, Partial] = {}
+    for record in records:
+        if record.windowed:
+            _add_record(panes, record, slide)
+    global_panes: dict[PartialKey, Partial] = {}
+    _merge_into(global_panes, (replace(p, window_key=global_key) for p in panes.values()))
+    # a service literally named like the global key is counted once, under that key
+    service_panes = {key: p for key, p in panes.items() if key[0] != global_key}
+    return service_panes | global_panes
+
+
+def build_partials(
+    records: Iterable[DecodedRecord],
+    size: int = DEFAULT_SIZE,
+    slide: int = DEFAULT_SLIDE,
+    global_key: str = GLOBAL_KEY,
+) -> dict[PartialKey, Partial]:
+    """Partials of every window [start, start + size) the windowed records fall in.
+
+    Keys are (window_key, metric_type, window_start); window_key is each record's service and
+    ``global_key``. Records flagged out of range (``record.windowed`` false) are skipped.
+    """
+    validate_window(size, slide)
+    windows: dict[PartialKey, Partial] = {}
+    for (window_key, metric_type, pane), partial in pane_partials(
+        records, slide, global_key
+    ).items():
+        for start in starts_for_pane(pane, size, slide):
+            key = (window_key, metric_type, start)
+            existing = windows.get(key)
+            if existing is None:
+                windows[key] = replace(partial.copy(), window_start=start, window_end=start + size)
+            else:
+                existing.merge(replace(partial, window_start=start, window_end=start + size))
+    return windows
+
+
+# ----------------------------------------------------------------------------------------------
+# Staging and merge SQL. The worker, inside its batch transaction:
+#   cur.execute(STAGE_TABLE_SQL)
+#   with cur.copy(COPY_STAGE_SQL) as copy: for row in partial_rows(partials): copy.write_row(row)
+#   cur.execute(MERGE_PARTIALS_SQL)
+# ON COMMIT DELETE ROWS empties the stage at commit (and on rollback), so a pooled connection
+# reuses the temp table without a TRUNCATE.
+# ----------------------------------------------------------------------------------------------
+
+#: columns of window_partials_stage, in partial_rows order
+STAGE_COLUMNS = (
+    "window_key",
+    "metric_type",
+    "window_start",
+    "window_end",
+    "count",
+    "sum",
+    "min",
+    "max",
+    "sketch",
+)
+
+STAGE_TABLE_SQL = """\
+CREATE TEMP TABLE IF NOT EXISTS window_partials_stage (
+    window_key    text             NOT NULL,
+    metric_type   text             NOT NULL,
+    window_start  bigint           NOT NULL,  -- epoch seconds
+    window_end    bigint           NOT NULL,
+    count         bigint           NOT NULL,
+    sum           double precision NOT NULL,
+    min           double precision,
+    max           double precision,
+    sketch        jsonb
+) ON COMMIT DELETE ROWS"""
+
+COPY_STAGE_SQL = f"COPY window_partials_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN"
+
+# One row per key in the stage (build_partials guarantees it: ON CONFLICT cannot touch a row
+# twice in one statement). ORDER BY the key makes concurrent workers lock shared rows in the same
+# order, so two batches of overlapping windows queue instead of deadlocking. The value formula
+# comes from metric_type (rtmh_window_value) because EXCLUDED carries only metrics_agg columns.
+MERGE_PARTIALS_SQL = """\
+INSERT INTO metrics_agg AS m (window_key, metric_type, window_start, window_end, value,
+                              count, sum, min, max, p50, p95, p99, sketch)
+SELECT s.window_key, s.metric_type, to_timestamp(s.window_start), to_timestamp(s.window_end),
+       rtmh_window_value(s.metric_type, s.count, s.sum), s.count, s.sum, s.min, s.max,
+       q.v[1], q.v[2], q.v[3], s.sketch
+FROM window_partials_stage AS s
+CROSS JOIN LATERAL (SELECT rtmh_sketch_percentiles(s.sketch, s.min, s.max) AS v) AS q
+ORDER BY s.window_key, s.metric_type, s.window_start
+ON CONFLICT (window_key, metric_type, window_start) DO UPDATE SET
+    count = m.count + EXCLUDED.count,
+    sum = m.sum + EXCLUDED.sum,
+    min = LEAST(m.min, EXCLUDED.min),
+    max = GREATEST(m.max, EXCLUDED.max),
+    value = rtmh_window_value(m.metric_type, m.count + EXCLUDED.count, m.sum + EXCLUDED.sum),
+    (sketch, p50, p95, p99) = (
+        SELECT merged.sketch, merged.v[1], merged.v[2], merged.v[3]
+        FROM (
+            SELECT ms.sketch,
+                   rtmh_sketch_percentiles(ms.sketch, LEAST(m.min, EXCLUDED.min),
+                                           GREATEST(m.max, EXCLUDED.max)) AS v
+            FROM (SELECT rtmh_sketch_merge(m.sketch, EXCLUDED.sketch) AS sketch) AS ms
+        ) AS merged
+    )"""
+
+
+def _sketch_json(sketch: Sketch | None) -> str | None:
+    # str, not bytes: psycopg's COPY sends str as text into the jsonb column (bytes -> bytea)
+    return None if sketch is None else msgspec.json.encode(sketch.to_json_obj()).decode()
+
+
+def partial_rows(
+    partials: Mapping[PartialKey, Partial] | Iterable[Partial],
+) -> list[tuple[str, str, int, int, int, float, float | None, float | None, str | None]]:
+    """Rows for COPY into window_partials_stage, columns as in STAGE_COLUMNS."""
+    values = partials.values() if isinstance(partials, Mapping) else partials
+    return [
+        (
+            p.window_key,
+            p.metric_type,
+            p.window_start,
+            p.window_end,
+            p.count,
+            p.sum,
+            p.min,
+            p.max,
+            _sketch_json(p.sketch),
+        )
+        for p in values
+    ]

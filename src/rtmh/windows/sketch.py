@@ -1,0 +1,202 @@
+"""Mergeable quantile sketch for metric windows: DDSketch with a fixed logarithmic mapping.
+
+Role: every metric window carries one of these so p50/p95/p99 stay within 1 % relative error
+while partials from any number of batches and workers merge by adding bucket counts. The JSON
+form (``to_json_obj``) is what ``metrics_agg.sketch`` stores; migration 003's
+``rtmh_sketch_merge`` / ``rtmh_sketch_quantile`` implement the same merge and estimate in SQL.
+
+Mapping (fixed, never configurable: the SQL side hard-codes it too)::
+
+    gamma = (1 + 0.01) / (1 - 0.01)
+    x > 0  ->  bucket "p"[ceil(log_gamma(x))]
+    x < 0  ->  bucket "n"[ceil(log_gamma(-x))]
+    x == 0 (|x| <= MIN_INDEXABLE) -> "z"
+    estimate of bucket k = 2 * gamma**k / (gamma + 1)    (the DDSketch estimate)
+
+JSON form: ``{"p": {"<k>": count, ...}, "n": {"<k>": count, ...}, "z": zero_count}``.
+
+Bucket bound: each of the two stores keeps at most MAX_BUCKETS (2048) non-empty buckets. Beyond
+that, every bucket below the 2048th-highest key is folded into that key (DDSketch's "collapse
+lowest"): values nearest zero lose their accuracy first, the tail that alerts look at keeps it.
+Folding into the 2048th-highest key of the union is a deterministic function of the multiset of
+keys, so collapse(collapse(A) + B) == collapse(A + B): merges stay exactly associative and
+commutative, in Python and in SQL alike. 2048 buckets span a factor of gamma**2048 ~ 6e17, so
+real data (1e-3 .. 1e6 needs ~1040 buckets) never collapses.
+
+Why hand-written rather than the ``ddsketch`` package (measured here, CPython 3.11, 1 core):
+    add 1M lognormal values:        hand-written 0.11 s (sparse dict)  | ddsketch 0.40 s
+    merge 1000 sketches (1k vals):  hand-written 0.026 s               | ddsketch 0.025 s
+    serialise 1000 to our JSON:     hand-written 0.027 s (2.0 kB each) | ddsketch 0.049 s
+    (ddsketch's own protobuf form needs the protobuf package, which is not installed, and its
+    dense stores have to be walked through private attributes to produce the sparse JSON.)
+The sparse dict is also exactly the JSON shape, so (de)serialisation is a comprehension.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+RELATIVE_ACCURACY = 0.01
+GAMMA = (1.0 + RELATIVE_ACCURACY) / (1.0 - RELATIVE_ACCURACY)
+_LN_GAMMA = math.log(GAMMA)
+#: values with a smaller magnitude count as zero (as in DDSketch: no log of a subnormal)
+MIN_INDEXABLE = sys.float_info.min * GAMMA
+#: per store (positive / negative) bound on non-empty buckets; see the module docstring
+MAX_BUCKETS = 2048
+
+Store = dict[int, int]
+
+
+def bucket_index(magnitude: float) -> int:
+    """The bucket of a positive, indexable value: ceil(log_gamma(magnitude))."""
+    return math.ceil(math.log(magnitude) / _LN_GAMMA)
+
+
+def bucket_estimate(index: int) -> float:
+    """DDSketch's representative value of a bucket: within 1 % of everything in it."""
+    return 2.0 * GAMMA**index / (GAMMA + 1.0)
+
+
+def collapse_lowest(store: Store, limit: int = MAX_BUCKETS) -> None:
+    """Fold the buckets below the ``limit``-th highest key into that key, in place."""
+    if len(store) <= limit:
+        return
+    keys = sorted(store, reverse=True)
+    floor_key = keys[limit - 1]
+    folded = 0
+    for key in keys[limit:]:
+        folded += store.pop(key)
+    store[floor_key] += folded
+
+
+def _merge_store(into: Store, other: Mapping[int, int]) -> None:
+    for key, count in other.items():
+        into[key] = into.get(key, 0) + count
+    collapse_lowest(into)
+
+
+class Sketch:
+    """A DDSketch (relative accuracy 0.01) with sparse positive/negative stores and a zero count.
+
+    Counts are integers (unit weights), so merging is exact and order-independent.
+    """
+
+    __slots__ = ("neg", "pos", "zero")
+
+    def __init__(self) -> None:
+        self.pos: Store = {}
+        self.neg: Store = {}
+        self.zero: int = 0
+
+    def add(self, value: float) -> None:
+        """Add one observation. Raises ValueError for NaN and infinities (no bucket holds them)."""
+        if value > MIN_INDEXABLE:
+            store = self.pos
+        elif value < -MIN_INDEXABLE:
+            store = self.neg
+            value = -value
+        elif value == value:  # not NaN: a (near-)zero
+            self.zero += 1
+            return
+        else:
+            raise ValueError("cannot add NaN to a sketch")
+        if value == math.inf:
+            raise ValueError("cannot add an infinite value to a sketch")
+        key = math.ceil(math.log(value) / _LN_GAMMA)
+        if key in store:
+            store[key] += 1
+        else:
+            store[key] = 1
+            # only a new key can push the store over its bound
+            if len(store) > MAX_BUCKETS:
+                collapse_lowest(store)
+
+    def add_all(self, values: Iterable[float]) -> None:
+        for value in values:
+            self.add(value)
+
+    def merge(self, other: Sketch) -> None:
+        """Add ``other``'s counts into this sketch (``other`` is left unchanged)."""
+        _merge_store(self.pos, other.pos)
+        _merge_store(self.neg, other.neg)
+        self.zero += other.zero
+
+    def copy(self) -> Sketch:
+        new = Sketch()
+        new.pos = dict(self.pos)
+        new.neg = dict(self.neg)
+        new.zero = self.zero
+        return new
+
+    @property
+    def count(self) -> int:
+        return sum(self.pos.values()) + sum(self.neg.values()) + self.zero
+
+    def quantile(self, q: float) -> float | None:
+        """DDSketch's estimate of the q-quantile (0 <= q <= 1); None when empty or q is invalid.
+
+        Buckets are walked in ascending value order (negatives by descending key, zero, then
+        positives by ascending key); the answer is the first bucket whose cumulative count
+        exceeds q * (count - 1). That is exactly DDSketch's get_quantile_value, including its
+        lower=False rule on the negative store, and what rtmh_sketch_quantile does in SQL.
+        """
+        return self.quantiles((q,))[0]
+
+    def quantiles(self, qs: Iterable[float]) -> list[float | None]:
+        """Several quantiles in one pass over the sorted buckets."""
+        total = self.count
+        wanted = list(qs)
+        if total == 0:
+            return [None] * len(wanted)
+        ordered = self._ascending()
+        results: list[float | None] = []
+        for q in wanted:
+            if not 0.0 <= q <= 1.0:
+                results.append(None)
+                continue
+            rank = q * (total - 1)
+            cumulative = 0
+            for value, count in ordered:
+                cumulative += count
+                if cumulative > rank:
+                    results.append(value)
+                    break
+        return results
+
+    def _ascending(self) -> list[tuple[float, int]]:
+        negatives = [(-bucket_estimate(k), self.neg[k]) for k in sorted(self.neg, reverse=True)]
+        zero = [(0.0, self.zero)] if self.zero else []
+        positives = [(bucket_estimate(k), self.pos[k]) for k in sorted(self.pos)]
+        return negatives + zero + positives
+
+    def to_json_obj(self) -> dict[str, Any]:
+        """The compact JSON object stored in metrics_agg.sketch (keys are decimal strings)."""
+        return {
+            "p": {str(k): c for k, c in self.pos.items()},
+            "n": {str(k): c for k, c in self.neg.items()},
+            "z": self.zero,
+        }
+
+    @classmethod
+    def from_json_obj(cls, obj: Mapping[str, Any]) -> Sketch:
+        """Inverse of to_json_obj; missing parts count as empty (the SQL side is null-safe too)."""
+        sketch = cls()
+        sketch.pos = {int(k): int(c) for k, c in (obj.get("p") or {}).items()}
+        sketch.neg = {int(k): int(c) for k, c in (obj.get("n") or {}).items()}
+        sketch.zero = int(obj.get("z") or 0)
+        collapse_lowest(sketch.pos)
+        collapse_lowest(sketch.neg)
+        return sketch
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sketch):
+            return NotImplemented
+        return self.pos == other.pos and self.neg == other.neg and self.zero == other.zero
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"Sketch(count={self.count}, pos={len(self.pos)} buckets, neg={len(self.neg)})"
