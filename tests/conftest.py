@@ -84,6 +84,8 @@ def repo_root() -> Path:
 @pytest.fixture
 def cli_env(tmp_path: Path) -> dict[str, str]:
     """Environment for running `rtmh` as a subprocess, isolated from the user's settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RTMH_", "POSTGRES_", "KAFKA_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("RTMH_", "POSTGRES_", "KAFKA_"))
+    }
     env["RTMH_DATA_DIR"] = str(tmp_path / "data")
     return env

@@ -66,7 +66,8 @@ def main(
         int | None, typer.Option(help="batch closes after N ms [env RTMH_BATCH_MAX_MS, 200]")
     ] = None,
     max_message_bytes: Annotated[
-        int | None, typer.Option(help="larger messages are dead-lettered [env RTMH_MAX_MESSAGE_BYTES]")
+        int | None,
+        typer.Option(help="larger messages are dead-lettered [env RTMH_MAX_MESSAGE_BYTES]"),
     ] = None,
     retention_days: Annotated[
         int | None, typer.Option(help="raw_events retention [env RTMH_RETENTION_DAYS, 7]")
@@ -163,7 +164,9 @@ def migrate(
                 with connect(url) as conn:
                     row = conn.execute("SELECT current_user, version()").fetchone()
                 assert row is not None
-                out.print(f"connection ok: {describe_url(url)} as {row[0]} ({row[1].split(',')[0]})")
+                out.print(
+                    f"connection ok: {describe_url(url)} as {row[0]} ({row[1].split(',')[0]})"
+                )
                 return
             if status:
                 _print_status(url)
@@ -196,7 +199,9 @@ def _require(settings: Settings, *names: str) -> None:
 
 def _stop_on_signals(stop: Callable[[], None]) -> None:
     def handler(signum: int, _frame: object) -> None:
-        logging.getLogger("rtmh").info("%s received: finishing the current batch", signal.Signals(signum).name)
+        logging.getLogger("rtmh").info(
+            "%s received: finishing the current batch", signal.Signals(signum).name
+        )
         stop()
 
     signal.signal(signal.SIGTERM, handler)

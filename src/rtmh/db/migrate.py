@@ -106,7 +106,7 @@ def _apply_one(conn: psycopg.Connection, f: MigrationFile) -> bool:
             return False
         try:
             # no parameters: psycopg sends the whole file with the simple query protocol
-            conn.execute(f.sql.decode("utf-8"))  # type: ignore[call-overload]
+            conn.execute(f.sql.decode("utf-8"))
         except psycopg.Error as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise MigrationError(

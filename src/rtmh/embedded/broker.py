@@ -60,10 +60,14 @@ class EmbeddedBroker:
         log_file = (self.run_dir / "broker.log").open("ab")
         self.proc = subprocess.Popen(
             [
-                broker_binary(), "broker",
-                "--listener-url", url,
-                "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/",
+                broker_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -52,8 +52,14 @@ def _run_as() -> pwd.struct_passwd | None:
         return pwd.getpwnam(SYSTEM_USER)
     except KeyError:
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-             SYSTEM_USER],
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SYSTEM_USER,
+            ],
             check=True,
             capture_output=True,
         )
@@ -112,8 +118,14 @@ class EmbeddedPostgres:
         if not (self.pgdata / "PG_VERSION").exists():
             log.info("initialising embedded PostgreSQL in %s", self.pgdata)
             self._run_tool(
-                "initdb", "-D", str(self.pgdata), "--auth=trust", "--encoding=UTF8",
-                "--locale=C", "-U", "postgres",
+                "initdb",
+                "-D",
+                str(self.pgdata),
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "-U",
+                "postgres",
             )
 
     def _stop_leftover(self) -> None:
@@ -143,13 +155,30 @@ class EmbeddedPostgres:
         self._stop_leftover()
         self.port = free_port(self.port or PREFERRED_PORT)
         options = [
-            "-D", str(self.pgdata), "-p", str(self.port), "-h", "127.0.0.1",
-            "-c", "unix_socket_directories=", "-c", "max_connections=200",
-            "-c", "shared_buffers=256MB", "-c", "logging_collector=off",
+            "-D",
+            str(self.pgdata),
+            "-p",
+            str(self.port),
+            "-h",
+            "127.0.0.1",
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "shared_buffers=256MB",
+            "-c",
+            "logging_collector=off",
         ]
         if self.fast_unsafe:
-            options += ["-c", "fsync=off", "-c", "full_page_writes=off",
-                        "-c", "synchronous_commit=off"]
+            options += [
+                "-c",
+                "fsync=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "synchronous_commit=off",
+            ]
         uid, gid = self._ids()
         log_file = (self.root / "postgres.log").open("ab")
         # SIGINT = fast shutdown: clients are disconnected and the data stays consistent
@@ -186,11 +215,15 @@ class EmbeddedPostgres:
         import psycopg
 
         with psycopg.connect(self.admin_url(), autocommit=True) as conn:
-            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (DB_USER,)).fetchone() is None:
+            if (
+                conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (DB_USER,)).fetchone()
+                is None
+            ):
                 conn.execute(f"CREATE ROLE {DB_USER} LOGIN SUPERUSER PASSWORD '{DB_PASSWORD}'")
-            if conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)
-            ).fetchone() is None:
+            if (
+                conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone()
+                is None
+            ):
                 conn.execute(f"CREATE DATABASE {DB_NAME} OWNER {DB_USER}")
 
     def stop(self) -> None:

@@ -22,8 +22,6 @@ __all__ = ["decode", "kind_for_topic"]
 
 #: identifiers end up in btree-indexed columns (window_key, metric_type), keep them short
 MAX_NAME_LEN: Final = 200
-#: PostgreSQL and every later reader recurse on nesting; real telemetry is a few levels deep
-MAX_DEPTH: Final = 64
 DEFAULT_MAX_PAST_S: Final = 7 * 86400 * 52
 DEFAULT_MAX_FUTURE_S: Final = 3600.0
 
@@ -130,9 +128,6 @@ def decode(
 
 # a \u0000 escape preceded by an even number of backslashes (an odd run escapes the backslash)
 _NUL_ESCAPE_RE: Final = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-_JSON_STRING_RE: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
-_INNERMOST_PAIR_RE: Final = re.compile(rb"\[\]|\{\}")
-_NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
 _BARE_NON_FINITE_RE: Final = re.compile(r"[:\[,]\s*-?(?:nan|inf(?:inity)?)\s*[,\]}]", re.I)
 _NOT_OBJECT_RE: Final = re.compile(r"Expected `object`, got `(\w+)`$")
 _MSGSPEC_TYPES: Final = {"str": "string", "int": "number", "float": "number", "bool": "boolean"}
@@ -154,21 +149,7 @@ def _check_bytes(raw: bytes, max_bytes: int) -> str | Rejected:
         return Rejected(f"raw NUL byte at character {text.index(chr(0))}")
     if "\\u0000" in text and _NUL_ESCAPE_RE.search(text):
         return Rejected("contains a \\u0000 escape, which PostgreSQL jsonb rejects")
-    if _too_deep(raw):
-        return Rejected(f"JSON nested deeper than {MAX_DEPTH} levels")
     return text
-
-
-def _too_deep(raw: bytes) -> bool:
-    if raw.count(b"{") + raw.count(b"[") <= MAX_DEPTH:
-        return False
-    # Rare path, C speed: drop strings and all but brackets, then strip one level per pass.
-    rest = _JSON_STRING_RE.sub(b"", raw).translate(None, _NOT_BRACKETS)
-    for _ in range(MAX_DEPTH):
-        rest, removed = _INNERMOST_PAIR_RE.subn(b"", rest)
-        if not rest or not removed:
-            return False  # unbalanced brackets are left for the JSON parser to name
-    return bool(rest)
 
 
 def _parse(decoder: msgspec.json.Decoder[_S], raw: bytes, text: str) -> _S | Rejected:
@@ -179,6 +160,8 @@ def _parse(decoder: msgspec.json.Decoder[_S], raw: bytes, text: str) -> _S | Rej
     except msgspec.DecodeError as exc:
         return Rejected(_syntax_reason(text, str(exc)))
     except RecursionError:
+        # msgspec's guard is Python's recursion limit (~1000 levels); an exact 64-level
+        # pre-scan measured ~300 ns on a 200-byte line (10% of the budget), so this is the limit
         return Rejected("JSON nested too deeply")
 
 
@@ -232,6 +215,10 @@ def _name(field: str, value: object) -> str | Rejected:
 
 def _service(shape: _Shape) -> str | Rejected:
     service = shape.service
+    if type(service) is str:  # the common case, without a call
+        name = service.strip()
+        if 0 < len(name) <= MAX_NAME_LEN:
+            return name
     if isinstance(service, dict):  # ECS nests it: {"service": {"name": ...}}
         return _name("service.name", service.get("name"))
     if service is not None:
@@ -245,6 +232,8 @@ def _service(shape: _Shape) -> str | Rejected:
 
 def _host(shape: _Shape) -> str | Rejected | None:
     host = shape.host
+    if type(host) is str:
+        return host.strip() or None
     if isinstance(host, dict):  # ECS nests it: {"host": {"name": ...}}
         return _optional_text("host.name", host.get("name"))
     if host is not None:
@@ -291,10 +280,16 @@ class _Clock(msgspec.Struct, gc=False):
         return broker_ms / 1000.0 if broker_ms is not None and broker_ms > 0 else self.now
 
     def event_time(self, shape: _Shape) -> tuple[float, tuple[str, ...]] | Rejected:
-        found = _raw_ts(shape)
-        if found is None:
+        if shape.ts is not None:
+            ts = _parse_ts("ts", shape.ts)
+        elif shape.at_timestamp is not None:
+            ts = _parse_ts("@timestamp", shape.at_timestamp)
+        elif shape.timestamp is not None:
+            ts = _parse_ts("timestamp", shape.timestamp)
+        elif shape.time is not None:
+            ts = _parse_ts("time", shape.time)
+        else:
             return self.fallback(), ()
-        ts = _parse_ts(*found)
         if isinstance(ts, Rejected):
             return ts
         if self.now - self.max_past_s <= ts <= self.now + self.max_future_s:
@@ -302,19 +297,17 @@ class _Clock(msgspec.Struct, gc=False):
         return self.fallback(), _TS_OUT_OF_RANGE
 
 
-def _raw_ts(shape: _Shape) -> tuple[str, object] | None:
-    if shape.ts is not None:
-        return "ts", shape.ts
-    if shape.at_timestamp is not None:
-        return "@timestamp", shape.at_timestamp
-    if shape.timestamp is not None:
-        return "timestamp", shape.timestamp
-    if shape.time is not None:
-        return "time", shape.time
-    return None
-
-
 def _parse_ts(field: str, value: object) -> float | Rejected:
+    if type(value) is str and len(value) >= 10 and value[4] == "-":
+        try:
+            # strict RFC 3339 (Z or offset, up to 9 fractional digits, T or space); measured
+            # 230 ns vs 195 ns for the laxer datetime.fromisoformat (accepts dates, week dates)
+            parsed = msgspec.convert(value, datetime)
+        except msgspec.ValidationError:
+            return _bad_ts(field, value)
+        if parsed.tzinfo is None:  # RFC 3339 requires an offset; producers that omit it mean UTC
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.timestamp()
     if isinstance(value, str):
         return _parse_ts_text(field, value)
     number = _as_float(field, value)
@@ -322,16 +315,7 @@ def _parse_ts(field: str, value: object) -> float | Rejected:
 
 
 def _parse_ts_text(field: str, text: str) -> float | Rejected:
-    if len(text) >= 10 and text[4] == "-":
-        try:
-            # strict RFC 3339 (Z or offset, up to 9 fractional digits, T or space), faster than
-            # a regex; a missing offset is read as UTC
-            parsed = msgspec.convert(text, datetime)
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=UTC)
-            return parsed.timestamp()
-        except (msgspec.ValidationError, OverflowError, ValueError):
-            return _bad_ts(field, text)
+    """Epoch seconds/ms/us/ns sent as a numeric string."""
     try:
         number = float(text)
     except ValueError:
@@ -435,9 +419,8 @@ def _build_log(shape: _LogShape, text: str, clock: _Clock) -> Decoded:
     if isinstance(when, Rejected):
         return when
     event_time, flags = when
-    level: str | None = None
-    found = _raw_level(shape)
-    if found is not None:
+    level = _LEVELS.get(shape.level) if type(shape.level) is str else None
+    if level is None and (found := _raw_level(shape)) is not None:
         normalised = _normalise_level(*found)
         if isinstance(normalised, Rejected):
             return normalised

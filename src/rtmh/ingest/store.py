@@ -72,7 +72,9 @@ def load_offsets(
 ) -> dict[Partition, StoredOffset]:
     rows = conn.execute(LOAD_OFFSETS, (group_id, list(topics))).fetchall()
     conn.commit()
-    return {(t, p): StoredOffset(g, n, bytes(d) if d is not None else None) for t, p, g, n, d in rows}
+    return {
+        (t, p): StoredOffset(g, n, bytes(d) if d is not None else None) for t, p, g, n, d in rows
+    }
 
 
 def _raw_rows(batch: Batch) -> Iterable[tuple[object, ...]]:
@@ -122,7 +124,9 @@ def _fence(
         now = found.get(part)
         want = None if exp is None else (exp.generation, exp.next_offset)
         if now != want:
-            raise Fenced(f"{part[0]}[{part[1]}]: stored offset is {now}, this batch expected {want}")
+            raise Fenced(
+                f"{part[0]}[{part[1]}]: stored offset is {now}, this batch expected {want}"
+            )
 
 
 def _store_offsets(
@@ -136,14 +140,26 @@ def _store_offsets(
             if expected[(topic, partition)] is None:
                 cur.execute(
                     INSERT_OFFSET,
-                    (group_id, topic, partition, prog.generation, prog.next_offset,
-                     prog.last_digest),
+                    (
+                        group_id,
+                        topic,
+                        partition,
+                        prog.generation,
+                        prog.next_offset,
+                        prog.last_digest,
+                    ),
                 )
             else:
                 cur.execute(
                     UPDATE_OFFSET,
-                    (prog.generation, prog.next_offset, prog.last_digest, group_id, topic,
-                     partition),
+                    (
+                        prog.generation,
+                        prog.next_offset,
+                        prog.last_digest,
+                        group_id,
+                        topic,
+                        partition,
+                    ),
                 )
 
 
@@ -177,7 +193,9 @@ def write_batch_exactly_once(
         raise Fenced(str(err).splitlines()[0]) from None
 
 
-def maintain_partitions(conn: psycopg.Connection, days_ahead: int, retention_days: int) -> list[str]:
+def maintain_partitions(
+    conn: psycopg.Connection, days_ahead: int, retention_days: int
+) -> list[str]:
     with conn.transaction():
         rows = conn.execute(MAINTAIN_PARTITIONS, (days_ahead, retention_days)).fetchall()
     return [r[0] for r in rows]

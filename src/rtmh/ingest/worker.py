@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from rtmh.config import Settings
 from rtmh.db.connect import connect, describe_url
@@ -105,7 +105,10 @@ class Worker:
                     return False
                 log.warning(
                     "PostgreSQL at %s unavailable during %s (%s); retrying in %.1f s",
-                    describe_url(self.url), what, " ".join(str(err).split())[:200], delay,
+                    describe_url(self.url),
+                    what,
+                    " ".join(str(err).split())[:200],
+                    delay,
                 )
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -166,8 +169,10 @@ class Worker:
         self.batch.drop_partitions(lost)
         self.owned.release(lost)
         consumer.unassign()
-        log.warning("lost %d partition(s); their uncommitted messages are left to the next owner",
-                    len(partitions))
+        log.warning(
+            "lost %d partition(s); their uncommitted messages are left to the next owner",
+            len(partitions),
+        )
 
     # --- the checkpoint ------------------------------------------------------------------------
     def checkpoint(self) -> None:
@@ -239,19 +244,19 @@ class Worker:
     def _kind(self, topic: str) -> Kind | None:
         return kind_for_topic(topic, self.settings.topic_prefix)
 
-    def _take(self, raw: list[object]) -> None:
+    def _take(self, raw: list[Message]) -> None:
         for m in raw:
-            err = m.error()  # type: ignore[attr-defined]
+            err = m.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.debug("consumer: %s", err)
                 continue
-            part = (m.topic(), m.partition())  # type: ignore[attr-defined]
+            rec = to_record(m)
+            part = (rec.topic, rec.partition)
             generation = self.owned.generation.get(part)
             kind = self._kind(part[0])
             if generation is None or kind is None:
                 continue
-            rec = to_record(m)  # type: ignore[arg-type]
             metrics.CONSUMED.labels(rec.topic).inc()
             if not self.batch:
                 self.batch_started = time.monotonic()
@@ -271,7 +276,9 @@ class Worker:
         ensure_topics(self.bootstrap, self.topics, s.partitions)
         self._maintain()
         self._reader = MessageReader(self.bootstrap)
-        consumer = make_consumer(self.bootstrap, s.group_id, session_timeout_ms=s.session_timeout_ms)
+        consumer = make_consumer(
+            self.bootstrap, s.group_id, session_timeout_ms=s.session_timeout_ms
+        )
         self._consumer = consumer
         consumer.subscribe(
             self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
@@ -283,8 +290,10 @@ class Worker:
         try:
             while not self._stop.is_set():
                 room = s.batch_max_messages - len(self.batch)
-                wait = max_wait if not self.batch else max(
-                    0.0, self.batch_started + max_wait - time.monotonic()
+                wait = (
+                    max_wait
+                    if not self.batch
+                    else max(0.0, self.batch_started + max_wait - time.monotonic())
                 )
                 self._take(consumer.consume(num_messages=min(room, 10_000), timeout=min(wait, 0.5)))
                 now = time.monotonic()

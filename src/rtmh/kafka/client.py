@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from rtmh.records import KafkaMessage
 
@@ -76,7 +77,9 @@ def make_consumer(
     )
 
 
-def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int, timeout: float = 10) -> list[str]:
+def ensure_topics(
+    bootstrap: str, topics: Iterable[str], partitions: int, timeout: float = 10
+) -> list[str]:
     """Create the topics that do not exist; returns the ones created."""
     admin = AdminClient(_common(bootstrap))
     existing = set(admin.list_topics(timeout=timeout).topics)
@@ -114,10 +117,12 @@ def wait_for_broker(bootstrap: str, timeout: float = 30) -> None:
 
 def to_record(msg: Message) -> KafkaMessage:
     ts_type, ts = msg.timestamp()
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    assert topic is not None and partition is not None and offset is not None
     return KafkaMessage(
-        topic=msg.topic(),
-        partition=msg.partition(),
-        offset=msg.offset(),
+        topic=topic,
+        partition=partition,
+        offset=offset,
         key=msg.key(),
         value=msg.value(),
         timestamp_ms=ts if ts_type != 0 and ts > 0 else None,
@@ -147,13 +152,15 @@ class MessageReader:
                 msg = self._consumer.poll(0.1)
                 if msg is None:
                     continue
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
                         continue
                     return None
-                if msg.offset() == offset:
+                got = msg.offset()
+                if got == offset:
                     return msg
-                if msg.offset() > offset:
+                if got is not None and got > offset:
                     return None
             return None
         finally:

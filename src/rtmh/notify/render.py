@@ -333,7 +333,9 @@ def render_webhook(notification: Notification, sent_at: datetime) -> dict[str, A
 def render_slack(notification: Notification) -> dict[str, Any]:
     """Incoming-webhook message: ``text`` for notifications and old clients, ``blocks`` to read."""
     incident = notification.incident
-    emoji = ":white_check_mark:" if notification.event == "resolve" else _SLACK_EMOJI[incident.severity]
+    emoji = (
+        ":white_check_mark:" if notification.event == "resolve" else _SLACK_EMOJI[incident.severity]
+    )
     title = f"{emoji} {_slack_escape(headline(notification))}"
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": _plain(_cut(f"{incident.title}", _SLACK_HEADER_MAX))},
@@ -423,7 +425,9 @@ def render_pagerduty(
     (a test trigger would open a real PagerDuty incident that nothing ever resolves).
     """
     if notification.event == "test":
-        return PagerDutyRequest("/v2/change/enqueue", _pagerduty_change(notification, routing_key, sent_at))
+        return PagerDutyRequest(
+            "/v2/change/enqueue", _pagerduty_change(notification, routing_key, sent_at)
+        )
     incident = notification.incident
     if notification.event == "resolve":
         body: dict[str, Any] = {

@@ -108,11 +108,12 @@ class Partial:
     def value(self) -> float | None:
         return value_of(self.mode, self.count, self.sum)
 
-    def percentiles(self) -> tuple[float | None, ...]:
+    def percentiles(self) -> tuple[float | None, float | None, float | None]:
         """p50/p95/p99 as metrics_agg stores them: sketch estimates clamped to [min, max]."""
         if self.sketch is None:
-            return (None,) * len(QUANTILES)
-        return tuple(_clamp(q, self.min, self.max) for q in self.sketch.quantiles(QUANTILES))
+            return (None, None, None)
+        p50, p95, p99 = (_clamp(q, self.min, self.max) for q in self.sketch.quantiles(QUANTILES))
+        return (p50, p95, p99)
 
     def observe(self, value: float) -> None:
         """Add one metric sample (mode mean)."""
@@ -280,6 +281,9 @@ STAGE_COLUMNS = (
     "sum",
     "min",
     "max",
+    "p50",
+    "p95",
+    "p99",
     "sketch",
 )
 
@@ -293,24 +297,31 @@ CREATE TEMP TABLE IF NOT EXISTS window_partials_stage (
     sum           double precision NOT NULL,
     min           double precision,
     max           double precision,
+    -- Partial.percentiles(): what a new metrics_agg row stores (saves SQL a sort per new row)
+    p50           double precision,
+    p95           double precision,
+    p99           double precision,
     sketch        jsonb
 ) ON COMMIT DELETE ROWS"""
 
 COPY_STAGE_SQL = f"COPY window_partials_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN"
 
-# One row per key in the stage (build_partials guarantees it: ON CONFLICT cannot touch a row
-# twice in one statement). ORDER BY the key makes concurrent workers lock shared rows in the same
-# order, so two batches of overlapping windows queue instead of deadlocking. The value formula
-# comes from metric_type (rtmh_window_value) because EXCLUDED carries only metrics_agg columns.
+# Upsert of the stage into metrics_agg. Why it looks the way it does:
+# - one stage row per key (build_partials guarantees it): ON CONFLICT cannot touch a row twice;
+# - ORDER BY the key: concurrent workers lock shared rows in the same order, so two batches of
+#   overlapping windows queue instead of deadlocking;
+# - value comes from metric_type (rtmh_window_value): EXCLUDED carries only metrics_agg columns,
+#   so a staged mode column could not reach the DO UPDATE branch;
+# - OFFSET 0 keeps the merged sketch a computed-once subquery: flattened, the planner pastes
+#   rtmh_sketch_merge into every target that uses it (measured 3x slower);
+# - new rows take the p50/p95/p99 Python computed; merged rows recompute them in SQL.
 MERGE_PARTIALS_SQL = """\
 INSERT INTO metrics_agg AS m (window_key, metric_type, window_start, window_end, value,
                               count, sum, min, max, p50, p95, p99, sketch)
-SELECT s.window_key, s.metric_type, to_timestamp(s.window_start), to_timestamp(s.window_end),
-       rtmh_window_value(s.metric_type, s.count, s.sum), s.count, s.sum, s.min, s.max,
-       q.v[1], q.v[2], q.v[3], s.sketch
-FROM window_partials_stage AS s
-CROSS JOIN LATERAL (SELECT rtmh_sketch_percentiles(s.sketch, s.min, s.max) AS v) AS q
-ORDER BY s.window_key, s.metric_type, s.window_start
+SELECT window_key, metric_type, to_timestamp(window_start), to_timestamp(window_end),
+       rtmh_window_value(metric_type, count, sum), count, sum, min, max, p50, p95, p99, sketch
+FROM window_partials_stage
+ORDER BY window_key, metric_type, window_start
 ON CONFLICT (window_key, metric_type, window_start) DO UPDATE SET
     count = m.count + EXCLUDED.count,
     sum = m.sum + EXCLUDED.sum,
@@ -318,13 +329,10 @@ ON CONFLICT (window_key, metric_type, window_start) DO UPDATE SET
     max = GREATEST(m.max, EXCLUDED.max),
     value = rtmh_window_value(m.metric_type, m.count + EXCLUDED.count, m.sum + EXCLUDED.sum),
     (sketch, p50, p95, p99) = (
-        SELECT merged.sketch, merged.v[1], merged.v[2], merged.v[3]
-        FROM (
-            SELECT ms.sketch,
-                   rtmh_sketch_percentiles(ms.sketch, LEAST(m.min, EXCLUDED.min),
-                                           GREATEST(m.max, EXCLUDED.max)) AS v
-            FROM (SELECT rtmh_sketch_merge(m.sketch, EXCLUDED.sketch) AS sketch) AS ms
-        ) AS merged
+        SELECT merged.sketch, pc.p50, pc.p95, pc.p99
+        FROM (SELECT rtmh_sketch_merge(m.sketch, EXCLUDED.sketch) AS sketch OFFSET 0) AS merged
+        CROSS JOIN LATERAL rtmh_sketch_percentiles(
+            merged.sketch, LEAST(m.min, EXCLUDED.min), GREATEST(m.max, EXCLUDED.max)) AS pc
     )"""
 
 
@@ -333,9 +341,23 @@ def _sketch_json(sketch: Sketch | None) -> str | None:
     return None if sketch is None else msgspec.json.encode(sketch.to_json_obj()).decode()
 
 
-def partial_rows(
-    partials: Mapping[PartialKey, Partial] | Iterable[Partial],
-) -> list[tuple[str, str, int, int, int, float, float | None, float | None, str | None]]:
+StageRow = tuple[
+    str,
+    str,
+    int,
+    int,
+    int,
+    float,
+    float | None,
+    float | None,
+    float | None,
+    float | None,
+    float | None,
+    str | None,
+]
+
+
+def partial_rows(partials: Mapping[PartialKey, Partial] | Iterable[Partial]) -> list[StageRow]:
     """Rows for COPY into window_partials_stage, columns as in STAGE_COLUMNS."""
     values = partials.values() if isinstance(partials, Mapping) else partials
     return [
@@ -348,6 +370,7 @@ def partial_rows(
             p.sum,
             p.min,
             p.max,
+            *p.percentiles(),
             _sketch_json(p.sketch),
         )
         for p in values

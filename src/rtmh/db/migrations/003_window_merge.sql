@@ -60,10 +60,8 @@ BEGIN
                                                 e.value::bigint + coalesce((a ->> e.key)::bigint, 0))
                         FROM jsonb_each_text(b) AS e);
     END IF;
-    -- A bucket holds at least 9 bytes (two 4-byte entry headers and a key byte), so a small
-    -- object cannot be over the bound: skip counting keys on the path every batch takes.
-    IF pg_column_size(merged) <= 9 * max_buckets
-       OR (SELECT count(*) FROM jsonb_object_keys(merged)) <= max_buckets THEN
+    -- counting keys costs ~10 % of a merge; the fold below runs only past the bound
+    IF (SELECT count(*) FROM jsonb_object_keys(merged)) <= max_buckets THEN
         RETURN merged;
     END IF;
     RETURN (
@@ -97,56 +95,55 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     END
 $$;
 
--- Several quantiles in one sort of the buckets (the merge statement needs p50, p95 and p99).
--- Buckets in ascending value order (negatives by descending key, zero, positives by ascending
--- key); each answer is the first bucket whose running count exceeds q * (count - 1): DDSketch's
--- estimate, identical to Sketch.quantiles in Python. NULL for an empty/NULL sketch or q outside
--- [0, 1].
-CREATE OR REPLACE FUNCTION rtmh_sketch_quantiles(s jsonb, qs float8[]) RETURNS float8[]
+-- Buckets in ascending value order with their running counts: the rows both estimates below
+-- read. A negative bucket k stands for -estimate(k), so value order is -est for "n", then 0,
+-- then est for "p"; estimates of distinct keys differ by a factor gamma, so there are no ties.
+CREATE OR REPLACE FUNCTION rtmh_sketch_ranks(s jsonb)
+RETURNS TABLE (est float8, below float8, total float8)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    WITH buckets AS (
-        SELECT -1 AS sign, key::integer AS k, value::float8 AS c
-        FROM jsonb_each_text(s -> 'n')
-        UNION ALL
-        SELECT 0, 0, (s ->> 'z')::float8 WHERE (s ->> 'z')::float8 > 0
-        UNION ALL
-        SELECT 1, key::integer, value::float8
-        FROM jsonb_each_text(s -> 'p')
-    ), running AS (
-        SELECT sign, k,
-               sum(c) OVER (ORDER BY sign, sign * k ROWS UNBOUNDED PRECEDING) AS below,
-               sum(c) OVER () AS total
-        FROM buckets
-    ), g AS (
+    WITH g AS (
         SELECT (1.0::float8 + 0.01::float8) / (1.0::float8 - 0.01::float8) AS gamma
+    ), buckets AS (
+        SELECT -(2 * power(g.gamma, e.key::float8) / (g.gamma + 1)) AS est, e.value::float8 AS c
+        FROM g, jsonb_each_text(s -> 'n') AS e
+        UNION ALL
+        SELECT 0, (s ->> 'z')::float8 WHERE (s ->> 'z')::float8 > 0
+        UNION ALL
+        SELECT 2 * power(g.gamma, e.key::float8) / (g.gamma + 1), e.value::float8
+        FROM g, jsonb_each_text(s -> 'p') AS e
     )
-    SELECT array_agg(
-        (SELECT CASE r.sign WHEN 0 THEN 0::float8
-                ELSE r.sign * (2 * power(g.gamma, r.k::float8) / (g.gamma + 1)) END
-         FROM running AS r CROSS JOIN g
-         WHERE u.q BETWEEN 0 AND 1 AND r.below > u.q * (r.total - 1)
-         ORDER BY r.below
-         LIMIT 1)
-        ORDER BY u.ord)
-    FROM unnest(qs) WITH ORDINALITY AS u(q, ord)
+    SELECT est,
+           sum(c) OVER (ORDER BY est ROWS UNBOUNDED PRECEDING),
+           sum(c) OVER ()
+    FROM buckets
 $$;
 
+-- DDSketch's estimate of the q-quantile: the first bucket (in value order) whose running count
+-- exceeds q * (count - 1), identical to Sketch.quantile in Python. NULL for a NULL or empty
+-- sketch and for q outside [0, 1].
 CREATE OR REPLACE FUNCTION rtmh_sketch_quantile(s jsonb, q float8) RETURNS float8
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT (rtmh_sketch_quantiles(s, ARRAY[q]))[1]
+    SELECT min(r.est) FILTER (WHERE r.below > q * (r.total - 1))
+    FROM rtmh_sketch_ranks(s) AS r
+    WHERE q BETWEEN 0 AND 1
 $$;
 
--- What metrics_agg stores in p50/p95/p99: the estimates clamped to the row's [lo, hi] (the true
--- quantile lies there, so clamping never adds error); NULL when there is no sketch. Mirrors
--- Partial.percentiles in Python.
-CREATE OR REPLACE FUNCTION rtmh_sketch_percentiles(s jsonb, lo float8, hi float8)
-RETURNS float8[]
+-- What metrics_agg stores in p50/p95/p99, in one sort of the buckets: the estimates clamped to
+-- the row's [lo, hi] (the true quantile lies there, so clamping never adds error); NULLs when
+-- there is no sketch. Mirrors Partial.percentiles in Python.
+CREATE OR REPLACE FUNCTION rtmh_sketch_percentiles(s jsonb, lo float8, hi float8,
+                                                   OUT p50 float8, OUT p95 float8,
+                                                   OUT p99 float8)
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN s IS NOT NULL THEN (
-        SELECT array_agg(CASE WHEN u.v IS NOT NULL THEN LEAST(GREATEST(u.v, lo), hi) END
-                         ORDER BY u.i)
-        FROM unnest(rtmh_sketch_quantiles(s, '{0.5,0.95,0.99}')) WITH ORDINALITY AS u(v, i))
-    END
+    SELECT CASE WHEN x.p50 IS NOT NULL THEN LEAST(GREATEST(x.p50, lo), hi) END,
+           CASE WHEN x.p95 IS NOT NULL THEN LEAST(GREATEST(x.p95, lo), hi) END,
+           CASE WHEN x.p99 IS NOT NULL THEN LEAST(GREATEST(x.p99, lo), hi) END
+    FROM (
+        SELECT min(r.est) FILTER (WHERE r.below > 0.5 * (r.total - 1)) AS p50,
+               min(r.est) FILTER (WHERE r.below > 0.95 * (r.total - 1)) AS p95,
+               min(r.est) FILTER (WHERE r.below > 0.99 * (r.total - 1)) AS p99
+        FROM rtmh_sketch_ranks(s) AS r
+    ) AS x
 $$;
 
 ------------------------------------------------------------------------------------------------

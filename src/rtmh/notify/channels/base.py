@@ -33,7 +33,7 @@ EXCERPT_CHARS: Final = 500
 _BODY_READ_BYTES: Final = 8192
 # After the status line the outcome is known; the body only feeds the excerpt, so it gets a
 # short budget of its own and never turns a delivered notification into a timeout.
-_BODY_READ_SECONDS: Final = 2.0
+BODY_READ_SECONDS: Final = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +138,7 @@ async def _read_some(response: httpx.Response) -> str:
     chunks: list[bytes] = []
     size = 0
     try:
-        async with asyncio.timeout(_BODY_READ_SECONDS):
+        async with asyncio.timeout(BODY_READ_SECONDS):
             async for chunk in response.aiter_bytes():
                 chunks.append(chunk)
                 size += len(chunk)

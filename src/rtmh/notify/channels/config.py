@@ -12,10 +12,10 @@ from __future__ import annotations
 import copy
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parseaddr
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal, cast, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 ChannelType = Literal["webhook", "slack", "email", "pagerduty", "alertmanager"]
@@ -172,7 +172,7 @@ def parse_channel(
     secret.finish()
     return Channel(
         name=name,
-        type=type_,  # type: ignore[arg-type]  # checked against CHANNEL_TYPES above
+        type=cast(ChannelType, type_),  # checked against CHANNEL_TYPES above
         settings=settings,
         config=copy.deepcopy(dict(config)),
         secret_names=tuple(sorted(secrets)),
@@ -240,7 +240,7 @@ def _parse_pagerduty(conf: _Fields, secret: _Fields, _type: str) -> PagerDutySet
     )
 
 
-_PARSERS: Final = {
+_PARSERS: Final[Mapping[str, Callable[[_Fields, _Fields, str], ChannelSettings]]] = {
     "webhook": _parse_webhook,
     "alertmanager": _parse_webhook,
     "slack": _parse_slack,

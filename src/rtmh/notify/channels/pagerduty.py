@@ -24,7 +24,9 @@ def build_request(
     """The exact request sent to ``{base_url}/v2/enqueue`` (or ``/v2/change/enqueue``)."""
     path, payload = render_pagerduty(notification, settings.routing_key.reveal(), now)
     headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
-    return HttpPost(settings.base_url + path, encode_json(payload), headers, settings.timeout_seconds)
+    return HttpPost(
+        settings.base_url + path, encode_json(payload), headers, settings.timeout_seconds
+    )
 
 
 async def deliver_pagerduty(
