@@ -35,7 +35,7 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Literal, Self, cast
+from typing import Any, Literal, Self
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -113,7 +113,10 @@ class HttpReceiver:
         server = _Server((self._host, 0), _Handler)
         server.receiver = self
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="http-receiver")
+        # A short poll interval: shutdown() waits for the loop's next poll, once per test.
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="http-receiver"
+        )
         self._thread.start()
         return self
 
@@ -292,7 +295,7 @@ class ReceivedMail:
 
     @property
     def message(self) -> EmailMessage:
-        return cast(EmailMessage, BytesParser(policy=policy.default).parsebytes(self.data))
+        return BytesParser(policy=policy.default).parsebytes(self.data)
 
     @property
     def subject(self) -> str:
@@ -301,7 +304,7 @@ class ReceivedMail:
     def part(self, subtype: Literal["plain", "html"]) -> str | None:
         """The text of the text/<subtype> part, None when there is none."""
         body = self.message.get_body(preferencelist=(subtype,))
-        return None if body is None else cast(EmailMessage, body).get_content()
+        return None if body is None else str(body.get_content())
 
 
 class SmtpReceiver:
@@ -356,7 +359,9 @@ class SmtpReceiver:
         with self._condition:
             self._failures.extend([(code, message)] * n)
 
-    def refuse_recipient(self, address: str, code: int = 550, message: str = "no such user") -> None:
+    def refuse_recipient(
+        self, address: str, code: int = 550, message: str = "no such user"
+    ) -> None:
         """Refuse ``address`` at RCPT TO for every message from now on."""
         with self._condition:
             self._refused[address] = (code, message)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -223,6 +224,100 @@ def worker(ctx: typer.Context) -> None:
         w.run()
     except DatabaseUnavailable as err:
         raise _fail(str(err)) from None
+
+
+@app.command()
+def simulate(
+    ctx: typer.Context,
+    rate: Annotated[float, typer.Option(min=1, help="messages per second")] = 1000,
+    duration: Annotated[float, typer.Option(min=0.1, help="seconds to run")] = 60,
+    scenario: Annotated[
+        str, typer.Option(help="steady | error-burst | latency-spike | deploy")
+    ] = "steady",
+    seed: Annotated[int | None, typer.Option(help="random seed for repeatable traffic")] = None,
+) -> None:
+    """Produce realistic logs, metrics and events to the topics at a target rate."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from rtmh import simulate as sim
+    from rtmh.kafka.client import ensure_topics, make_producer
+
+    settings: Settings = ctx.obj
+    _require(settings, "kafka_bootstrap_servers")
+    bootstrap = settings.kafka_bootstrap_servers
+    assert bootstrap
+    try:
+        plan = sim.scenario(scenario, duration)
+    except ValueError as err:
+        raise _fail(str(err), 2) from None
+    ensure_topics(
+        bootstrap, [settings.topic(k) for k in ("logs", "metrics", "events")], settings.partitions
+    )
+    producer = make_producer(bootstrap)
+    acks: Counter[str] = Counter()
+    last_error: list[str] = []
+
+    def on_delivery(err: object, _msg: object) -> None:
+        if err is None:
+            acks["ok"] += 1
+        else:
+            acks["failed"] += 1
+            last_error[:] = [str(err)]
+
+    topics = {k: settings.topic(k) for k in ("logs", "metrics", "events")}
+
+    def produce(kind: str, key: bytes, value: bytes) -> None:
+        while True:
+            try:
+                producer.produce(topics[kind], value=value, key=key, on_delivery=on_delivery)
+                return
+            except BufferError:  # local queue full: let librdkafka drain it
+                producer.poll(0.05)
+
+    stop = {"now": False}
+    _stop_on_signals(lambda: stop.update(now=True))
+    out.print(f"scenario {plan.name}: {plan.description}")
+    with Progress(
+        TextColumn("[bold]simulate[/]"),
+        BarColumn(),
+        TextColumn("{task.fields[sent]:>10,} sent"),
+        TextColumn("{task.fields[rate]:>8,.0f}/s"),
+        TimeRemainingColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("run", total=duration, sent=0, rate=0.0)
+
+        def tick(t: float, result: sim.RunResult) -> None:
+            total = sum(result.produced.values())
+            progress.update(task, completed=t, sent=total, rate=total / t if t else 0.0)
+
+        result = sim.run(
+            produce,
+            lambda: producer.poll(0),
+            sim.Traffic(plan, seed=seed),
+            rate,
+            duration,
+            on_tick=tick,
+            stop=lambda: stop["now"],
+        )
+        progress.update(task, completed=duration)
+    remaining = producer.flush(30)
+    total = sum(result.produced.values())
+    table = Table(
+        title=f"{total:,} messages in {result.seconds:.1f} s ({total / result.seconds:,.0f}/s)"
+    )
+    for column in ("topic", "produced"):
+        table.add_column(column)
+    for kind, topic in topics.items():
+        table.add_row(topic, f"{result.produced[kind]:,}")
+    out.print(table)
+    out.print(
+        f"acknowledged by the broker: {acks['ok']:,}; failed: {acks['failed']:,}; "
+        f"still queued: {remaining:,}"
+    )
+    if acks["failed"] or remaining:
+        why = last_error[0] if last_error else "timed out in the local queue"
+        raise _fail(f"not every message was delivered ({why}); is the broker reachable?")
 
 
 if __name__ == "__main__":  # pragma: no cover

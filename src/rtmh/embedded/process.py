@@ -52,6 +52,9 @@ def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
     """``preferred`` when it is free, else a port the kernel picks."""
     for candidate in ([preferred] if preferred else []) + [0]:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # servers set SO_REUSEADDR too: a port whose old connections sit in TIME_WAIT
+            # after a restart is still theirs to take
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((host, candidate))
             except OSError:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import psycopg
 
 from rtmh.ingest.batch import Batch, Partition, PartitionProgress
+from rtmh.records import Rejected
 
 RAW_COLUMNS = (
     "topic, kafka_partition, kafka_offset, generation, message_key, data, event_time, "
@@ -191,6 +192,33 @@ def write_batch_exactly_once(
     except psycopg.errors.UniqueViolation as err:
         # another worker inserted the first offset row of a partition concurrently
         raise Fenced(str(err).splitlines()[0]) from None
+
+
+FIND_INVALID_JSON = """
+SELECT i - 1, (pg_input_error_info(d, 'jsonb')).message
+FROM unnest(%s::text[]) WITH ORDINALITY AS t(d, i)
+WHERE NOT pg_input_is_valid(d, 'jsonb')
+"""
+
+
+def quarantine_invalid_json(conn: psycopg.Connection, batch: Batch) -> int:
+    """Move records PostgreSQL refuses as jsonb (e.g. numbers beyond its numeric range, which
+    the decoder does not range-check in keys it skips) to the batch's dead letters.
+
+    Runs only after a COPY failed with a data error, so the hot path pays nothing for it."""
+    rows = conn.execute(FIND_INVALID_JSON, ([rec.data for _, rec in batch.records],)).fetchall()
+    conn.commit()
+    bad = {int(i): str(message) for i, message in rows}
+    if not bad:
+        return 0
+    kept = []
+    for i, (msg, rec) in enumerate(batch.records):
+        if i in bad:
+            batch.rejected.append((msg, Rejected(f"PostgreSQL refused the JSON: {bad[i]}")))
+        else:
+            kept.append((msg, rec))
+    batch.records = kept
+    return len(bad)
 
 
 def maintain_partitions(

@@ -26,6 +26,7 @@ from rtmh.ingest.store import (
     StoredOffset,
     load_offsets,
     maintain_partitions,
+    quarantine_invalid_json,
     write_batch_exactly_once,
 )
 from rtmh.kafka.client import MessageReader, ensure_topics, make_consumer, to_record
@@ -191,6 +192,11 @@ class Worker:
                 )
             except Fenced as err:
                 fenced.append(err)
+            except psycopg.errors.DataError as err:
+                if not quarantine_invalid_json(conn, batch):
+                    raise
+                log.warning("dead-lettered rows PostgreSQL refused (%s); retrying the batch", err)
+                write(conn)
 
         if not self._with_db_retry("checkpoint", write):
             return

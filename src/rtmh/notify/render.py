@@ -332,26 +332,37 @@ def render_webhook(notification: Notification, sent_at: datetime) -> dict[str, A
 
 def render_slack(notification: Notification) -> dict[str, Any]:
     """Incoming-webhook message: ``text`` for notifications and old clients, ``blocks`` to read."""
+    title = f"{_slack_emoji(notification)} {_slack_escape(headline(notification))}"
+    fallback = f"{title} ({_slack_escape(value_summary(notification.incident))})"
+    return {"text": _cut(fallback, _SLACK_TEXT_MAX), "blocks": _slack_blocks(notification, title)}
+
+
+def _slack_blocks(notification: Notification, title: str) -> list[dict[str, Any]]:
     incident = notification.incident
-    emoji = (
-        ":white_check_mark:" if notification.event == "resolve" else _SLACK_EMOJI[incident.severity]
-    )
-    title = f"{emoji} {_slack_escape(headline(notification))}"
+    # Slack rejects an empty header, so a blank title falls back to the rule name.
+    header = _cut(incident.title or incident.rule, _SLACK_HEADER_MAX)
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": _plain(_cut(f"{incident.title}", _SLACK_HEADER_MAX))},
-        {"type": "section", "text": _mrkdwn(_cut(title, _SLACK_TEXT_MAX))},
+        {"type": "header", "text": _plain(header)},
+        _slack_section(title),
         {"type": "section", "fields": [_mrkdwn(text) for text in _slack_fields(notification)]},
     ]
     if incident.description:
-        blocks.append(
-            {"type": "section", "text": _mrkdwn(_cut(_slack_escape(incident.description), 3000))}
-        )
+        blocks.append(_slack_section(_slack_escape(incident.description)))
     buttons = _slack_buttons(notification)
     if buttons:
         blocks.append({"type": "actions", "elements": buttons})
     blocks.append({"type": "context", "elements": [_mrkdwn(_slack_context(notification))]})
-    fallback = f"{title} ({_slack_escape(value_summary(incident))})"
-    return {"text": _cut(fallback, _SLACK_TEXT_MAX), "blocks": blocks}
+    return blocks
+
+
+def _slack_emoji(notification: Notification) -> str:
+    if notification.event == "resolve":
+        return ":white_check_mark:"
+    return _SLACK_EMOJI[notification.incident.severity]
+
+
+def _slack_section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": _mrkdwn(_cut(text, _SLACK_TEXT_MAX))}
 
 
 def _slack_fields(notification: Notification) -> list[str]:

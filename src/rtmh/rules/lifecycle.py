@@ -361,11 +361,9 @@ def _step_idle(rule: Rule, state: IncidentState | None, obs: Observation, now: f
             return Transition(state=state, changed=False)
         # The run of firing verdicts is broken: for_seconds starts again next time.
         return Transition(state=None, changed=True)
-    since = (
-        now
-        if pending is None or pending.condition_true_since is None
-        else (pending.condition_true_since)
-    )
+    since = now
+    if pending is not None and pending.condition_true_since is not None:
+        since = pending.condition_true_since
     peak = _peak(rule, pending.peak_value if pending else None, obs.observed)
     if now - since >= rule.for_seconds:
         return _open(rule, obs, now, since, peak)
@@ -500,7 +498,7 @@ def _still_live(
         condition_true_since=now if retriggered or since is None else since,
         trigger_count=state.trigger_count + (1 if retriggered else 0),
     )
-    actions: list[Action] = [Update()]
+    actions: list[Action] = [Update()] if new != state else []
     timeline: tuple[TimelineEntry, ...] = ()
     seq = state.notification_seq + 1
     if _grew(rule, state.notified_peak, peak):
@@ -594,10 +592,10 @@ def _grew(rule: Rule, notified: float | None, peak: float | None) -> bool:
     """
     if notified is None or peak is None or rule.condition in ("==", "!="):
         return False
+    growth = peak - notified if rule.condition in (">", ">=") else notified - peak
     margin = UPDATE_GROWTH * abs(notified)
-    if rule.condition in (">", ">="):
-        return peak > notified and peak >= notified + margin
-    return peak < notified and peak <= notified - margin
+    # isclose: 0.2 -> 0.3 is exactly 50 % even though 0.2 * 1.5 == 0.30000000000000004.
+    return growth > 0 and (growth >= margin or math.isclose(growth, margin, rel_tol=1e-9))
 
 
 def _details(rule: Rule, obs: Observation, **extra: JsonScalar) -> Details:

@@ -24,6 +24,7 @@ __all__ = [
     "INCIDENT_STATUSES",
     "LIVE_STATUSES",
     "SEVERITIES",
+    "STATE_METADATA_FIELDS",
     "Aggregation",
     "Condition",
     "IncidentState",
@@ -138,8 +139,8 @@ class IncidentState(msgspec.Struct, frozen=True, kw_only=True):
     """What evaluation needs to know about the incident of one (rule, window_key).
 
     Columns of ``incidents``: id, status, fingerprint, rule_id, window_key, first_seen, last_seen,
-    peak_value, last_value, trigger_count, resolved_at, closed_at. The others are evaluation
-    bookkeeping that has no column (keep them in incidents.metadata).
+    peak_value, last_value, trigger_count, resolved_at, closed_at (times as epoch seconds). The
+    others (:data:`STATE_METADATA_FIELDS`) are evaluation bookkeeping without a column.
     """
 
     #: incidents.id (uuid text); None until the row is inserted, always None while pending
@@ -167,6 +168,16 @@ class IncidentState(msgspec.Struct, frozen=True, kw_only=True):
     #: notifications emitted so far; the next one gets seq + 1 (part of the idempotency key)
     notification_seq: int = 0
 
+
+#: IncidentState fields that are not columns of incidents: the DB layer keeps them in
+#: incidents.metadata (same names, epoch seconds / numbers) and reads them back from there.
+STATE_METADATA_FIELDS: Final[tuple[str, ...]] = (
+    "condition_true_since",
+    "clear_since",
+    "last_notified_at",
+    "notified_peak",
+    "notification_seq",
+)
 
 _MISSING: Final = object()
 _FIELDS: Final[frozenset[str]] = frozenset(Rule.__struct_fields__)

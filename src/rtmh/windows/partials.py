@@ -29,7 +29,6 @@ error_count and error_rate get a row for every window that has logs, errors or n
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -44,7 +43,7 @@ from rtmh.windows.assign import (
     starts_for_pane,
     validate_window,
 )
-from rtmh.windows.sketch import Sketch
+from rtmh.windows.sketch import Sketch, is_indexable
 
 Mode = Literal["count", "sum", "ratio", "mean"]
 PartialKey = tuple[str, str, int]
@@ -208,8 +207,9 @@ def _add_record(panes: dict[PartialKey, Partial], record: DecodedRecord, slide: 
         _bump(_slot(panes, service, ERROR_RATE, pane, slide), 1, errors)
     elif record.kind is Kind.METRICS:
         for sample in record.samples:
-            # decode should already refuse NaN/inf; one must not poison a whole window's sum
-            if math.isfinite(sample.value):
+            # decode should refuse NaN/inf already; one must not poison a window's sum or fail
+            # the batch's merge (PostgreSQL raises on float overflow), so such samples are skipped
+            if is_indexable(sample.value):
                 metric_type = metric_type_for_sample(sample.name)
                 _slot(panes, service, metric_type, pane, slide).observe(sample.value)
     elif record.kind is Kind.EVENTS:
@@ -231,9 +231,8 @@ def pane_partials(
             _add_record(panes, record, slide)
     global_panes: dict[PartialKey, Partial] = {}
     _merge_into(global_panes, (replace(p, window_key=global_key) for p in panes.values()))
-    # a service literally named like the global key is counted once, under that key
-    service_panes = {key: p for key, p in panes.items() if key[0] != global_key}
-    return service_panes | global_panes
+    # global_panes wins on shared keys: a service named like the global key is counted once
+    return panes | global_panes
 
 
 def build_partials(

@@ -3,8 +3,9 @@
 Headers on every request: ``Content-Type: application/json``, ``X-RTMH-Idempotency-Key`` (the
 same on every retry: receivers deduplicate on it) and ``X-RTMH-Event``. With ``secrets.hmac_secret``
 set, also ``X-RTMH-Signature: sha256=<hex HMAC-SHA256 of the exact body bytes>`` and
-``X-RTMH-Timestamp`` (Unix seconds, equal to the body's signed ``sent_at``; receivers that want
-replay protection compare ``sent_at`` with their clock, since only the body is signed).
+``X-RTMH-Timestamp`` (Unix seconds of the send). Only the body is signed, so a receiver that
+wants replay protection checks the generic body's signed ``sent_at`` against its clock and
+deduplicates on the idempotency key.
 """
 
 from __future__ import annotations
