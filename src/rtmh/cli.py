@@ -320,5 +320,13 @@ def simulate(
         raise _fail(f"not every message was delivered ({why}); is the broker reachable?")
 
 
+def _register_subcommands() -> None:
+    from rtmh.bench.cli import bench_app
+
+    app.add_typer(bench_app, name="bench")
+
+
+_register_subcommands()
+
 if __name__ == "__main__":  # pragma: no cover
     app()

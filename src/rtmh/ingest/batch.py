@@ -41,6 +41,8 @@ class Batch:
     rejected: list[tuple[KafkaMessage, Rejected]] = field(default_factory=list)
     progress: dict[Partition, PartitionProgress] = field(default_factory=dict)
     size: int = 0
+    #: (window_key, metric_type, window_start) of every window the batch wrote to
+    touched_windows: set[tuple[str, str, int]] = field(default_factory=set)
 
     def add(self, msg: KafkaMessage, result: DecodedRecord | Rejected, generation: int) -> None:
         if isinstance(result, Rejected):
