@@ -76,6 +76,8 @@ class Worker:
         self.topics = [settings.topic(k.value) for k in Kind]
         self.in_transaction = in_transaction
         self.after_commit = after_commit or []
+        #: run when the loop ends, e.g. to stop the rules engine's thread
+        self.on_stop: list[Callable[[], None]] = []
         self.owned = Ownership()
         self.batch = Batch()
         self.batch_started = 0.0
@@ -319,6 +321,8 @@ class Worker:
                     self._maintain()
             self.checkpoint()
         finally:
+            for hook in self.on_stop:
+                hook()
             consumer.close()  # leaves the group at once, so partitions move without waiting
             self._reader.close()
             if self._conn is not None:

@@ -1,0 +1,250 @@
+"""What every benchmark needs: servers, fresh migrated databases, machine facts, a table, JSON.
+
+Servers: the ones POSTGRES_URL / KAFKA_BOOTSTRAP_SERVERS name, else an embedded PostgreSQL and an
+embedded broker in a temporary directory that is removed afterwards. The embedded PostgreSQL runs
+with the same settings as `rtmh up` (fsync and synchronous commit on), so the figures are the ones
+a user of the default gets; ``postgres_info`` records the settings that matter beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psutil
+import psycopg
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+import rtmh
+from rtmh.db.connect import describe_url, normalise_url
+from rtmh.db.migrate import apply_pending
+from rtmh.db.migrate import load_files as load_migrations
+
+#: PostgreSQL settings recorded with every result: they decide what a commit costs
+PG_SETTINGS = (
+    "fsync",
+    "synchronous_commit",
+    "full_page_writes",
+    "wal_level",
+    "shared_buffers",
+    "max_wal_size",
+    "checkpoint_timeout",
+    "work_mem",
+)
+
+
+@dataclass
+class BenchServers:
+    """Where a benchmark runs. ``admin_url`` may CREATE DATABASE; each run gets fresh ones."""
+
+    admin_url: str
+    bootstrap: str
+    embedded_postgres: bool
+    embedded_broker: bool
+    workdir: Path
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "postgres": "embedded" if self.embedded_postgres else describe_url(self.admin_url),
+            "broker": "embedded (tansu, memory storage)" if self.embedded_broker else self.bootstrap,
+        }
+
+
+@contextmanager
+def bench_servers(
+    postgres_url: str | None,
+    bootstrap: str | None,
+    *,
+    console: Console | None = None,
+    fast_unsafe: bool = False,
+) -> Iterator[BenchServers]:
+    """The given servers, or embedded ones (durable settings unless ``fast_unsafe``)."""
+    from rtmh.embedded.broker import EmbeddedBroker
+    from rtmh.embedded.postgres import EmbeddedPostgres
+    from rtmh.kafka.client import wait_for_broker
+
+    workdir = Path(tempfile.mkdtemp(prefix="rtmh-bench-"))
+    pg: EmbeddedPostgres | None = None
+    broker: EmbeddedBroker | None = None
+    status = console.status if console is not None else None
+    try:
+        if postgres_url:
+            admin_url = normalise_url(postgres_url)
+        else:
+            pg = EmbeddedPostgres(workdir / "postgres", fast_unsafe=fast_unsafe)
+            if status is not None:
+                with status("starting embedded PostgreSQL"):
+                    pg.start()
+            else:
+                pg.start()
+            admin_url = pg.admin_url()
+        if bootstrap:
+            wait_for_broker(bootstrap, timeout=15)
+            servers_bootstrap = bootstrap
+        else:
+            broker = EmbeddedBroker(workdir / "broker")
+            servers_bootstrap = broker.start()
+            wait_for_broker(servers_bootstrap, timeout=30)
+        yield BenchServers(
+            admin_url, servers_bootstrap, pg is not None, broker is not None, workdir
+        )
+    finally:
+        if broker is not None:
+            broker.stop()
+        if pg is not None:
+            pg.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` pointing at database ``name`` instead."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@dataclass
+class Databases:
+    """Fresh, migrated databases cloned from one template (``CREATE DATABASE ... TEMPLATE``),
+    all dropped by ``drop_all``."""
+
+    admin_url: str
+    prefix: str = field(default_factory=lambda: f"rtmh_bench_{uuid.uuid4().hex[:8]}")
+    created: list[str] = field(default_factory=list)
+    _template: str | None = None
+
+    def _admin(self) -> psycopg.Connection:
+        return psycopg.connect(self.admin_url, autocommit=True)
+
+    def _create(self, name: str, template: str | None) -> str:
+        suffix = f" TEMPLATE {template}" if template else ""
+        with self._admin() as conn:
+            conn.execute(f"CREATE DATABASE {name}{suffix}")
+        self.created.append(name)
+        return with_database(self.admin_url, name)
+
+    def fresh(self, label: str) -> str:
+        """URL of a new database with every migration applied."""
+        if self._template is None:
+            template = f"{self.prefix}_template"
+            url = self._create(template, None)
+            with psycopg.connect(url, autocommit=True) as conn:
+                apply_pending(conn, load_migrations())
+            self._template = template
+        return self._create(f"{self.prefix}_{label}", self._template)
+
+    def drop_all(self) -> None:
+        with self._admin() as conn:
+            for name in reversed(self.created):
+                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        self.created.clear()
+
+
+def machine_info() -> dict[str, object]:
+    """CPU, cores, RAM, OS and the versions of what the hot path runs on."""
+    import confluent_kafka
+    import msgspec
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    freq = psutil.cpu_freq()
+    return {
+        "cpu_model": model,
+        "cpu_logical_cores": os.cpu_count(),
+        "cpu_physical_cores": psutil.cpu_count(logical=False),
+        "cpu_mhz": round(freq.max or freq.current) if freq else None,
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "rtmh": rtmh.__version__,
+        "psycopg": f"{psycopg.__version__} ({psycopg.pq.__impl__})",
+        "confluent_kafka": confluent_kafka.version()[0],
+        "librdkafka": confluent_kafka.libversion()[0],
+        "msgspec": msgspec.__version__,
+    }
+
+
+def postgres_info(url: str) -> dict[str, object]:
+    """Server version and the settings in PG_SETTINGS."""
+    with psycopg.connect(url) as conn:
+        version = conn.execute("SHOW server_version").fetchone()
+        rows = conn.execute(
+            "SELECT name, setting, unit FROM pg_settings WHERE name = ANY(%s)", (list(PG_SETTINGS),)
+        ).fetchall()
+    settings = {}
+    for name, setting, unit in rows:
+        if unit == "8kB":
+            settings[name] = f"{int(setting) * 8 // 1024} MB"
+        elif unit and unit not in ("", None):
+            settings[name] = f"{setting} {unit}"
+        else:
+            settings[name] = setting
+    return {"version": version[0] if version else None, "settings": settings}
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def progress_bar(console: Console) -> Progress:
+    """The bar every long benchmark phase shows (on the console given, normally stderr)."""
+    return Progress(
+        TextColumn("[bold]{task.description:<24}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def figures_table(
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    caption: str | None = None,
+    justify: Callable[[int], str] = lambda i: "left" if i == 0 else "right",
+) -> Table:
+    table = Table(title=title, caption=caption, caption_justify="left")
+    for i, name in enumerate(columns):
+        table.add_column(name, justify=justify(i))  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        return float(psutil.Process(pid).memory_info().rss) / 2**20
+    except psutil.Error:
+        return None

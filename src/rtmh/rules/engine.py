@@ -1,0 +1,318 @@
+"""The rules engine inside a worker: evaluates the windows each committed batch touched, ticks
+once a second for what receives no data (absence rules, live incidents whose traffic stopped),
+and turns verdicts into incident changes and outbox rows, one transaction per fingerprint.
+
+It runs on its own thread, fed by the worker's after-commit hook, so ingest never waits for
+evaluation and evaluation always sees committed windows (merged with every other worker's).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import psycopg
+
+from rtmh.config import Settings
+from rtmh.db.connect import connect
+from rtmh.ingest.batch import Batch
+from rtmh.notify.render import IncidentSnapshot
+from rtmh.notify.silences import Silence, matching_silence
+from rtmh.rules import store
+from rtmh.rules.evaluate import Observation, evaluate, evaluate_absence, evaluate_all, matches
+from rtmh.rules.lifecycle import (
+    REOPEN_SECONDS,
+    Open,
+    Transition,
+    current_state,
+    fingerprint,
+    idempotency_key,
+    incident_title,
+    step,
+)
+from rtmh.rules.model import IncidentState, Rule
+
+log = logging.getLogger(__name__)
+
+WindowKey = tuple[str, str, int]
+
+
+class RuleEngine:
+    def __init__(self, settings: Settings, postgres_url: str, *, tick_seconds: float = 1.0):
+        self.settings = settings
+        self.url = postgres_url
+        self.tick_seconds = tick_seconds
+        self.rules: list[Rule] = []
+        self.pending: dict[str, IncidentState] = {}
+        #: fingerprints with a live or recently resolved incident: worth a look when clear
+        self.active: set[str] = set()
+        self.silences: list[Silence] = []
+        self._queue: queue.SimpleQueue[set[WindowKey]] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: psycopg.Connection | None = None
+        self._listen: psycopg.Connection | None = None
+        self.evaluations = 0
+
+    # --- wiring -----------------------------------------------------------------------------
+    def submit(self, batch: Batch) -> None:
+        """After-commit hook of the worker: hand over the windows this batch wrote."""
+        if batch.touched_windows:
+            self._queue.put(set(batch.touched_windows))
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="rules-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+
+    def _db(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = connect(self.url, autocommit=True)
+        return self._conn
+
+    def _rules_changed(self) -> bool:
+        if self._listen is None or self._listen.closed or self._listen.broken:
+            self._listen = connect(self.url, autocommit=True)
+            self._listen.execute("LISTEN rtmh_rules_changed")
+            return True
+        return any(True for _ in self._listen.notifies(timeout=0.001, stop_after=1))
+
+    def _run(self) -> None:
+        next_tick = 0.0
+        while not self._stop.is_set():
+            touched: set[WindowKey] = set()
+            try:
+                touched |= self._queue.get(timeout=0.1)
+                while True:  # coalesce everything queued meanwhile
+                    touched |= self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            try:
+                if self._rules_changed():
+                    self.rules = store.load_rules(self._db())
+                    log.info("loaded %d alert rules", len(self.rules))
+                if touched:
+                    self.evaluate_touched(touched, time.time())
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + self.tick_seconds
+                    self.tick(time.time())
+            except (psycopg.OperationalError, psycopg.InterfaceError) as err:
+                log.warning("rules engine: PostgreSQL unavailable (%s); retrying", err)
+                self._conn = self._listen = None
+                for keys in [touched] if touched else []:
+                    self._queue.put(keys)
+                time.sleep(1)
+            except Exception:
+                log.exception("rules engine: evaluation failed; continuing")
+        for conn in (self._conn, self._listen):
+            if conn is not None:
+                conn.close()
+
+    # --- evaluation ---------------------------------------------------------------------------
+    def _rule_types(self) -> set[str]:
+        return {r.metric_type for r in self.rules if r.enabled and r.no_data_seconds is None}
+
+    def evaluate_touched(self, touched: set[WindowKey], now: float) -> None:
+        types = self._rule_types()
+        keys = [
+            k
+            for k in touched
+            if k[1] in types and any(matches(r, k[0]) for r in self.rules if r.metric_type == k[1])
+        ]
+        windows = store.load_windows(self._db(), keys)
+        for rule, obs in evaluate_all(self.rules, windows, now):
+            self.apply(rule, obs, now)
+
+    def tick(self, now: float) -> None:
+        conn = self._db()
+        self.active = store.active_fingerprints(conn, REOPEN_SECONDS)
+        self.silences = store.active_silences(conn)
+        by_id = {r.id: r for r in self.rules if r.enabled}
+        for rule in by_id.values():
+            if rule.no_data_seconds is not None:
+                last = store.last_data_by_key(conn, rule.metric_type, self.settings.window_slide_s)
+                for _key, obs in evaluate_absence(rule, last, now):
+                    self.apply(rule, obs, now)
+        # live and pending fingerprints of threshold rules: re-judge on the current windows, so
+        # incidents resolve on time even when their service sends little or nothing
+        keys = set(store.live_incident_keys(conn))
+        keys |= {(s.rule_id, s.window_key) for s in self.pending.values()}
+        for rule_id, window_key in sorted(keys):
+            live_rule = by_id.get(rule_id)
+            if live_rule is None or live_rule.no_data_seconds is not None:
+                continue
+            windows = store.load_current_windows(
+                conn, window_key, live_rule.metric_type, now, self.settings.window_size_s
+            )
+            self.apply(live_rule, self._judge_current(live_rule, window_key, windows, now), now)
+
+    def _judge_current(
+        self, rule: Rule, window_key: str, windows: list[Any], now: float
+    ) -> Observation:
+        if windows:
+            return evaluate(rule, windows, now)
+        return Observation(
+            rule_id=rule.id,
+            window_key=window_key,
+            at=now,
+            firing=False,
+            holding=False,
+            reason=f"no {rule.metric_type} data in the last {self.settings.window_size_s} s: "
+            "the condition is treated as cleared",
+        )
+
+    # --- incidents ------------------------------------------------------------------------------
+    def apply(self, rule: Rule, obs: Observation, now: float) -> None:
+        fp = fingerprint(rule.id, obs.window_key)
+        if not obs.firing and fp not in self.active and fp not in self.pending:
+            return  # nothing live, nothing starting: the common case costs no query
+        self.evaluations += 1
+        for attempt in (1, 2):
+            try:
+                self._apply_once(rule, obs, now, fp)
+                return
+            except psycopg.errors.UniqueViolation:
+                # another worker opened this incident first; judge again against its row
+                if attempt == 2:
+                    raise
+
+    def _apply_once(self, rule: Rule, obs: Observation, now: float, fp: str) -> None:
+        conn = self._db()
+        with conn.transaction():
+            latest, _row = store.lock_latest_incident(conn, fp)
+            transition = step(rule, current_state(latest, self.pending.get(fp)), obs, now)
+            if not transition.changed:
+                return
+            new = self._persist(conn, rule, obs, transition)
+        if new is None:
+            self.pending.pop(fp, None)
+        elif new.status == "pending":
+            self.pending[fp] = new
+        else:
+            self.pending.pop(fp, None)
+            self.active.add(fp)
+            for action in transition.actions:
+                if isinstance(action, Open):
+                    log.warning(
+                        "incident opened: %s (%s)", incident_title(rule, obs.window_key), obs.reason
+                    )
+            if new.status == "resolved" and transition.notifications:
+                log.info("incident resolved: %s", incident_title(rule, obs.window_key))
+
+    def _persist(
+        self, conn: psycopg.Connection, rule: Rule, obs: Observation, t: Transition
+    ) -> IncidentState | None:
+        new = t.state
+        if new is None or new.status == "pending":
+            return new
+        incident_id = new.id
+        if any(isinstance(a, Open) for a in t.actions):
+            incident_id = store.insert_incident(
+                conn,
+                rule,
+                new,
+                incident_title(rule, obs.window_key),
+                self._open_metadata(conn, rule, obs),
+            )
+            new = msgspec.structs.replace(new, id=incident_id)
+        else:
+            store.update_incident(conn, new)
+        assert incident_id is not None
+        for entry in t.timeline:
+            store.insert_timeline(
+                conn,
+                incident_id,
+                entry.event_type,
+                entry.from_status,
+                entry.to_status,
+                entry.value,
+                entry.details,
+                entry.actor,
+            )
+        for notify in t.notifications:
+            self._queue_notifications(conn, rule, new, notify.event, notify.seq, obs)
+        return new
+
+    def _open_metadata(
+        self, conn: psycopg.Connection, rule: Rule, obs: Observation
+    ) -> dict[str, Any]:
+        window = obs.window
+        meta: dict[str, Any] = {
+            "rule_name": rule.name,
+            "condition": rule.condition,
+            "metric_type": rule.metric_type,
+            "aggregation": rule.aggregation,
+            "runbook_url": rule.runbook_url,
+            "trigger": {
+                "value": obs.observed,
+                "threshold": rule.threshold,
+                "reason": obs.reason,
+                "window": None
+                if window is None
+                else {
+                    "start": datetime.fromtimestamp(window.window_start, UTC).isoformat(),
+                    "end": datetime.fromtimestamp(window.window_end, UTC).isoformat(),
+                    "count": window.count,
+                },
+            },
+        }
+        if obs.window_key != "__all__":
+            meta.update(store.correlation(conn, obs.window_key, self.settings.topic("events")))
+        return meta
+
+    def _queue_notifications(
+        self,
+        conn: psycopg.Connection,
+        rule: Rule,
+        state: IncidentState,
+        event: str,
+        seq: int,
+        obs: Observation,
+    ) -> None:
+        if not rule.channels:
+            return
+        assert state.id is not None
+        snapshot = IncidentSnapshot(
+            id=state.id,
+            title=incident_title(rule, state.window_key),
+            severity=rule.severity,
+            status=state.status,
+            source=rule.source,
+            window_key=state.window_key,
+            rule_name=rule.name,
+            first_seen=datetime.fromtimestamp(state.first_seen, UTC),
+            last_seen=datetime.fromtimestamp(state.last_seen, UTC),
+            last_value=state.last_value,
+            threshold=rule.threshold,
+            condition=rule.condition,
+            peak_value=state.peak_value,
+            resolved_at=None
+            if state.resolved_at is None
+            else datetime.fromtimestamp(state.resolved_at, UTC),
+            description=rule.description,
+            runbook_url=rule.runbook_url,
+            metric_type=rule.metric_type,
+            metadata={"reason": obs.reason},
+        )
+        silence = matching_silence(
+            self.silences, rule.name, state.window_key, rule.severity, datetime.now(UTC)
+        )
+        for channel in rule.channels:
+            store.insert_notification(
+                conn,
+                state.id,
+                channel,
+                event,
+                idempotency_key(state.id, channel, event, seq),  # type: ignore[arg-type]
+                {"incident": snapshot.to_dict()},
+                silence,
+            )
