@@ -227,6 +227,20 @@ def worker(ctx: typer.Context) -> None:
 
 
 @app.command()
+def notifier(ctx: typer.Context) -> None:
+    """Deliver the notification outbox (run several for more throughput: rows are claimed with
+    FOR UPDATE SKIP LOCKED)."""
+    from rtmh.notify.cli import run_notifier
+
+    settings: Settings = ctx.obj
+    _require(settings, "postgres_url")
+    try:
+        run_notifier(settings)
+    except DatabaseUnavailable as err:
+        raise _fail(str(err)) from None
+
+
+@app.command()
 def simulate(
     ctx: typer.Context,
     rate: Annotated[float, typer.Option(min=1, help="messages per second")] = 1000,
@@ -318,6 +332,28 @@ def simulate(
     if acks["failed"] or remaining:
         why = last_error[0] if last_error else "timed out in the local queue"
         raise _fail(f"not every message was delivered ({why}); is the broker reachable?")
+
+
+@app.command()
+def up(
+    ctx: typer.Context,
+    demo: Annotated[bool, typer.Option("--demo", help="also run the demo story")] = False,
+    duration: Annotated[
+        float | None, typer.Option(min=1, help="stop after this many seconds")
+    ] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="start with an empty database")] = False,
+) -> None:
+    """Everything on one machine: embedded PostgreSQL and broker (unless POSTGRES_URL /
+    KAFKA_BOOTSTRAP_SERVERS are set), migrations, worker, notifier, and a live view."""
+    from rtmh.up.hub import UpError, UpOptions, run_up
+
+    settings: Settings = ctx.obj
+    try:
+        run_up(settings, UpOptions(demo=demo, duration=duration, fresh=fresh), out)
+    except UpError as err:
+        raise _fail(str(err)) from None
+    except DatabaseUnavailable as err:
+        raise _fail(str(err)) from None
 
 
 def _register_subcommands() -> None:

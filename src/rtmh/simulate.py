@@ -56,14 +56,21 @@ class Scenario:
     phases: tuple[Phase, ...] = ()
     events: tuple[OneOff, ...] = ()
     base_error_ratio: float = 0.005
+    #: repeat the phases and events every ``period`` seconds (the demo's story loops)
+    period: float | None = None
+
+    def _at(self, t: float) -> float:
+        return t % self.period if self.period else t
 
     def error_ratio(self, service: str, t: float) -> float:
+        t = self._at(t)
         for p in self.phases:
             if p.service == service and p.start <= t < p.end and p.error_ratio is not None:
                 return p.error_ratio
         return self.base_error_ratio
 
     def latency_factor(self, service: str, t: float) -> float:
+        t = self._at(t)
         for p in self.phases:
             if p.service == service and p.start <= t < p.end and p.latency_factor is not None:
                 return p.latency_factor
@@ -115,6 +122,7 @@ class Traffic:
         self.rng = random.Random(seed)
         self._next_gauge = 0.0
         self._pending = sorted(plan.events, key=lambda e: e.at)
+        self._cycle = 0
         self._request = 0
 
     def _log(self, service: str, now: float, t: float) -> bytes:
@@ -177,6 +185,13 @@ class Traffic:
         """Messages for ``requests`` requests at run time ``t`` (plus gauges and due events)."""
         wall = time.time() if now is None else now
         out: list[Message] = []
+        period = self.plan.period
+        while period and t >= (self._cycle + 1) * period:
+            self._cycle += 1
+            shift = self._cycle * period
+            self._pending += [
+                OneOff(e.at + shift, e.service, e.type, e.payload) for e in self.plan.events
+            ]
         while self._pending and self._pending[0].at <= t:
             ev = self._pending.pop(0)
             out.append(

@@ -1,0 +1,741 @@
+"""`rtmh bench ingest`: end-to-end ingest throughput beside what PostgreSQL itself can take.
+
+One run, on one set of servers (issue 3, item 8):
+
+1. N realistic messages from ``rtmh.simulate.Traffic`` (request logs, latency samples, host gauges;
+   event time advancing at EVENT_RATE messages/s) are produced to fresh topics.
+2. **COPY ceiling**: the same rows the worker writes (same columns, values and partition/offset),
+   formatted before the clock starts, COPYed into raw_events of a fresh database with no Kafka, one
+   transaction per batch of the worker's batch size. Run before and after the workers; the faster
+   run counts, so drift never flatters the worker.
+3. **Worker**: the real worker (``pipeline.build_worker``: windows merged in the same transaction)
+   in a subprocess of its own, into a fresh database, timed from the first message it receives to
+   the commit that holds the last one; its peak RSS is sampled with psutil (and read back as
+   ru_maxrss). Then the same without the window stage (a plain ``Worker``), so the cost of the
+   windows can be checked against issue 4's "aggregation adds <= 15 %".
+4. **Naive consumer**: one INSERT and one commit per message (confluent-kafka poll + psycopg), run
+   for min(N, NAIVE_MAX) messages and reported as a rate; being per message, its rate does not
+   depend on N.
+
+Worker rows are counted by the worker's own commit hook and checked against PostgreSQL afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+from rich.console import Console
+from rich.progress import Progress
+
+from rtmh.bench.common import (
+    BenchServers,
+    Databases,
+    bench_servers,
+    figures_table,
+    machine_info,
+    now_iso,
+    postgres_info,
+    progress_bar,
+    write_json,
+)
+from rtmh.config import Settings
+from rtmh.ingest.batch import Batch
+from rtmh.ingest.decode import decode, kind_for_topic
+from rtmh.ingest.store import RAW_COLUMNS, COPY_RAW_EVENTS, maintain_partitions, raw_events_copy
+from rtmh.records import DecodedRecord, KafkaMessage, Kind
+from rtmh.simulate import Traffic, scenario
+
+#: messages per second of event time in the generated traffic (windows per batch depend on it)
+EVENT_RATE = 5_000.0
+#: the naive consumer runs for at most this many messages
+NAIVE_MAX = 20_000
+SEED = 20_240_601
+#: a worker that commits nothing new for this long has failed
+STALL_SECONDS = 120.0
+
+TARGETS = {
+    "worker_vs_ceiling_min": 0.70,
+    "worker_vs_naive_min": 20.0,
+    "worker_rss_max_mb": 300.0,
+    "windows_overhead_max": 0.15,
+}
+
+Message = tuple[str, bytes, bytes]  # (kind, key, value)
+
+
+# --- the workload -------------------------------------------------------------------------------
+
+
+def generate(events: int, *, rate: float = EVENT_RATE, seed: int = SEED) -> list[Message]:
+    """``events`` messages of steady traffic whose event times end now."""
+    span = events / rate
+    traffic = Traffic(scenario("steady", span), seed=seed)
+    start = time.time() - span
+    step = 0.1
+    per_step = rate / 2 * step  # two messages per request
+    out: list[Message] = []
+    carry = 0.0
+    t = 0.0
+    while len(out) < events:
+        carry += per_step
+        requests = int(carry)
+        carry -= requests
+        out.extend(traffic.batch(t, requests, now=start + t))
+        t += step
+    return out[:events]
+
+
+@dataclass
+class Produced:
+    topics: dict[str, str]
+    placed: list[tuple[int, int]]  # (partition, offset) of each message, in generation order
+    seconds: float
+
+
+def produce(
+    bootstrap: str,
+    topics: dict[str, str],
+    partitions: int,
+    messages: list[Message],
+    advance: Callable[[int], None],
+) -> Produced:
+    from confluent_kafka import KafkaError
+    from confluent_kafka import Message as KMessage
+
+    from rtmh.kafka.client import ensure_topics, make_producer
+
+    ensure_topics(bootstrap, list(topics.values()), partitions)
+    producer = make_producer(bootstrap)
+    placed: list[tuple[int, int]] = [(-1, -1)] * len(messages)
+    failures: list[str] = []
+
+    def delivered(i: int) -> Callable[[KafkaError | None, KMessage], None]:
+        def callback(err: KafkaError | None, msg: KMessage) -> None:
+            if err is not None:
+                failures.append(str(err))
+            else:
+                placed[i] = (msg.partition(), msg.offset())
+
+        return callback
+
+    started = time.perf_counter()
+    for i, (kind, key, value) in enumerate(messages):
+        while True:
+            try:
+                producer.produce(topics[kind], value=value, key=key, on_delivery=delivered(i))
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if i % 5000 == 4999:
+            producer.poll(0)
+            advance(5000)
+    left = producer.flush(120)
+    seconds = time.perf_counter() - started
+    advance(len(messages) % 5000)
+    if left or failures:
+        raise RuntimeError(
+            f"producing the workload failed: {left} undelivered, {len(failures)} errors "
+            f"({failures[0] if failures else 'timed out'})"
+        )
+    return Produced(topics, placed, seconds)
+
+
+def decoded_batches(
+    messages: list[Message], produced: Produced, prefix: str, batch_size: int
+) -> list[Batch]:
+    """The workload as the worker's batches: same rows, same (partition, offset)."""
+    batches: list[Batch] = []
+    batch = Batch()
+    for (kind, key, value), (partition, offset) in zip(messages, produced.placed, strict=True):
+        msg = KafkaMessage(produced.topics[kind], partition, offset, key, value, None)
+        topic_kind = kind_for_topic(msg.topic, prefix)
+        assert topic_kind is not None
+        batch.add(msg, decode(msg, topic_kind), 0)
+        if len(batch) >= batch_size:
+            batches.append(batch)
+            batch = Batch()
+    if batch:
+        batches.append(batch)
+    rejected = sum(len(b.rejected) for b in batches)
+    if rejected:
+        raise RuntimeError(f"the generated workload has {rejected} messages the decoder rejects")
+    return batches
+
+
+# --- (a) the ceiling ----------------------------------------------------------------------------
+
+
+def run_copy_ceiling(url: str, buffers: list[bytes], rows: int, advance: Callable[[int], None]) -> dict[str, Any]:
+    """COPY pre-formatted raw_events rows, one transaction per buffer."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        maintain_partitions(conn, 2, 7)
+        per_buffer = rows // max(1, len(buffers))
+        started = time.perf_counter()
+        for buf in buffers:
+            with conn.transaction(), conn.cursor().copy(COPY_RAW_EVENTS) as copy:
+                copy.write(buf)
+            advance(per_buffer)
+        seconds = time.perf_counter() - started
+        row = conn.execute("SELECT count(*) FROM raw_events").fetchone()
+    stored = int(row[0]) if row else 0
+    if stored != rows:
+        raise RuntimeError(f"COPY ceiling stored {stored} rows, expected {rows}")
+    return {
+        "rows": rows,
+        "seconds": seconds,
+        "rows_per_s": rows / seconds,
+        "transactions": len(buffers),
+    }
+
+
+# --- the worker, in a process of its own --------------------------------------------------------
+
+
+def _worker_env(settings: Settings, url: str, bootstrap: str, prefix: str, group: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RTMH_", "POSTGRES_", "KAFKA_"))}
+    env.update(
+        POSTGRES_URL=url,
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        RTMH_TOPIC_PREFIX=prefix,
+        RTMH_GROUP_ID=group,
+        RTMH_PARTITIONS=str(settings.partitions),
+        RTMH_BATCH_MAX_MESSAGES=str(settings.batch_max_messages),
+        RTMH_BATCH_MAX_MS=str(settings.batch_max_ms),
+        RTMH_MAX_MESSAGE_BYTES=str(settings.max_message_bytes),
+        RTMH_WINDOW_SIZE_S=str(settings.window_size_s),
+        RTMH_WINDOW_SLIDE_S=str(settings.window_slide_s),
+        RTMH_SESSION_TIMEOUT_MS=str(settings.session_timeout_ms),
+        RTMH_METRICS_PORT="0",
+        RTMH_LOG_LEVEL="INFO",
+    )
+    return env
+
+
+def _committed(url: str, group: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE group_id = %s",
+            (group,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def run_worker(
+    settings: Settings,
+    url: str,
+    bootstrap: str,
+    prefix: str,
+    expected: int,
+    *,
+    windows: bool,
+    workdir: Path,
+    progress: Progress,
+    label: str,
+) -> dict[str, Any]:
+    group = f"rtmh-bench-{uuid.uuid4().hex[:8]}"
+    result_path = workdir / f"{group}.json"
+    log_path = workdir / f"{group}.log"
+    env = _worker_env(settings, url, bootstrap, prefix, group)
+    if os.environ.get("RTMH_BENCH_PROFILE"):
+        env["RTMH_BENCH_PROFILE"] = f"{os.environ['RTMH_BENCH_PROFILE']}.{label.split()[-1]}"
+    task = progress.add_task(label, total=expected, note="joining the group")
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rtmh.bench.ingest",
+                json.dumps({"windows": windows, "expected": expected, "result": str(result_path)}),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    peak_rss = 0
+    handle = psutil.Process(proc.pid)
+    last_done, last_change = 0, time.monotonic()
+    next_poll = 0.0
+    try:
+        while proc.poll() is None:
+            try:
+                peak_rss = max(peak_rss, handle.memory_info().rss)
+            except psutil.Error:
+                pass
+            now = time.monotonic()
+            if now >= next_poll:
+                next_poll = now + 0.25
+                done = _committed(url, group)
+                if done != last_done:
+                    last_done, last_change = done, now
+                rss = f"RSS {peak_rss / 2**20:.0f} MB"
+                progress.update(task, completed=done, note=rss if done else "joining the group")
+                if now - last_change > STALL_SECONDS:
+                    raise RuntimeError(
+                        f"worker committed nothing for {STALL_SECONDS:.0f} s; log tail:\n"
+                        + _tail(log_path)
+                    )
+            time.sleep(0.02)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if proc.returncode != 0 or not result_path.exists():
+        raise RuntimeError(f"worker exited with {proc.returncode}; log tail:\n{_tail(log_path)}")
+    child = json.loads(result_path.read_text())
+    progress.update(task, completed=expected, note=f"RSS {peak_rss / 2**20:.0f} MB")
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM raw_events), (SELECT count(*) FROM dead_letters),"
+            " (SELECT count(*) FROM metrics_agg)"
+        ).fetchone()
+    assert row is not None
+    stored, dead, windows_rows = (int(v) for v in row)
+    if stored + dead != expected or child["committed"] != expected:
+        raise RuntimeError(
+            f"worker stored {stored} rows and {dead} dead letters, committed "
+            f"{child['committed']}; expected {expected}"
+        )
+    seconds = child["last_commit"] - child["first_message"]
+    return {
+        "windows": windows,
+        "events": expected,
+        "seconds": seconds,
+        "events_per_s": expected / seconds,
+        "batches": child["batches"],
+        "first_to_last_commit_s": child["last_commit"] - child["first_commit"],
+        "startup_s": child["startup_s"],
+        "cpu_s": child["cpu_s"],
+        "cpu_us_per_event": child["cpu_s"] / expected * 1e6,
+        # the kernel's high-water mark when it has one; psutil samples every 20 ms besides
+        "rss_peak_mb": max(peak_rss / 2**20, child["vm_hwm_mb"] or 0.0),
+        "rss_peak_sampled_mb": peak_rss / 2**20,
+        "metrics_agg_rows": windows_rows,
+    }
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _peak_rss_mb() -> float | None:
+    """This process's peak RSS (VmHWM). Not ru_maxrss: Linux carries that over from the parent
+    across fork and exec, so it would report the benchmark's own memory."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _child_main(spec: dict[str, Any]) -> None:
+    """Inside the worker subprocess: the real worker, with a clock on its first message and on
+    every commit; stops once ``expected`` messages are committed."""
+    import logging
+
+    from rtmh.config import load_settings
+    from rtmh.ingest.pipeline import build_worker
+    from rtmh.ingest.worker import Worker
+
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings()
+    url, bootstrap = settings.postgres_url, settings.kafka_bootstrap_servers
+    assert url and bootstrap
+    expected: int = spec["expected"]
+    if spec["windows"]:
+        worker = build_worker(settings, url, bootstrap)
+    else:
+        worker = Worker(settings, url, bootstrap)
+    started = time.perf_counter()
+    clock: dict[str, float] = {}
+    cpu_at_first = [0.0]
+    committed = [0, 0]  # messages, batches
+    take = worker._take
+
+    def timed_take(raw: list[Any]) -> None:
+        if raw and "first_message" not in clock:
+            clock["first_message"] = time.perf_counter()
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            cpu_at_first[0] = usage.ru_utime + usage.ru_stime
+        take(raw)
+
+    def on_commit(batch: Batch) -> None:
+        now = time.perf_counter()
+        clock.setdefault("first_commit", now)
+        clock["last_commit"] = now
+        committed[0] += len(batch)
+        committed[1] += 1
+        if committed[0] >= expected:
+            worker.stop()
+
+    setattr(worker, "_take", timed_take)  # noqa: B010 - instance-level timing wrapper
+    worker.after_commit.append(on_commit)
+    profile_to = os.environ.get("RTMH_BENCH_PROFILE")
+    if profile_to:  # for whoever optimises the hot path: cProfile of the worker's main thread
+        import cProfile
+
+        cProfile.runctx("worker.run()", globals(), {"worker": worker}, profile_to)
+    else:
+        worker.run()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result = {
+        "committed": committed[0],
+        "batches": committed[1],
+        "startup_s": clock.get("first_message", started) - started,
+        "first_message": clock.get("first_message", 0.0),
+        "first_commit": clock.get("first_commit", 0.0),
+        "last_commit": clock.get("last_commit", 0.0),
+        "cpu_s": usage.ru_utime + usage.ru_stime - cpu_at_first[0],
+        "vm_hwm_mb": _peak_rss_mb(),
+    }
+    Path(spec["result"]).write_text(json.dumps(result))
+
+
+# --- (b) the naive consumer ---------------------------------------------------------------------
+
+NAIVE_INSERT = f"INSERT INTO raw_events ({RAW_COLUMNS}) VALUES ({', '.join(['%s'] * 11)})"
+
+
+def run_naive(
+    url: str,
+    bootstrap: str,
+    prefix: str,
+    topics: list[str],
+    partitions: int,
+    limit: int,
+    advance: Callable[[int], None],
+) -> dict[str, Any]:
+    """One message at a time: poll, decode, INSERT, COMMIT."""
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    from rtmh.kafka.client import make_consumer, to_record
+
+    consumer = make_consumer(bootstrap, f"rtmh-bench-naive-{uuid.uuid4().hex[:8]}")
+    consumer.assign(
+        [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in range(partitions)]
+    )
+    done = 0
+    started: float | None = None
+    idle_since = time.monotonic()
+    try:
+        with psycopg.connect(url) as conn:
+            maintain_partitions(conn, 2, 7)
+            while done < limit:
+                m = consumer.poll(0.5)
+                if m is None or m.error() is not None:
+                    if time.monotonic() - idle_since > 30:
+                        raise RuntimeError(f"naive consumer got nothing for 30 s after {done}")
+                    continue
+                idle_since = time.monotonic()
+                if started is None:
+                    started = time.perf_counter()
+                msg = to_record(m)
+                kind = kind_for_topic(msg.topic, prefix)
+                assert kind is not None
+                rec = decode(msg, kind)
+                assert isinstance(rec, DecodedRecord)
+                conn.execute(
+                    NAIVE_INSERT,
+                    (
+                        msg.topic,
+                        msg.partition,
+                        msg.offset,
+                        0,
+                        msg.key.decode() if msg.key is not None else None,
+                        rec.data,
+                        datetime.fromtimestamp(rec.event_time, UTC),
+                        rec.service,
+                        rec.host,
+                        rec.level,
+                        list(rec.flags),
+                    ),
+                )
+                conn.commit()
+                done += 1
+                if done % 500 == 0:
+                    advance(500)
+            seconds = time.perf_counter() - (started or time.perf_counter())
+    finally:
+        consumer.close()
+    advance(done % 500)
+    return {
+        "messages": done,
+        "seconds": seconds,
+        "events_per_s": done / seconds,
+        "extrapolated": True,
+        "note": f"measured over {done:,} messages; a per-message rate does not depend on N",
+    }
+
+
+# --- the whole run ------------------------------------------------------------------------------
+
+
+@dataclass
+class IngestBench:
+    settings: Settings
+    events: int
+    console: Console
+    naive_max: int = NAIVE_MAX
+    results: dict[str, Any] = field(default_factory=dict)
+
+    def run(self) -> dict[str, Any]:
+        s = self.settings
+        with bench_servers(s.postgres_url, s.kafka_bootstrap_servers, console=self.console) as srv:
+            dbs = Databases(srv.admin_url)
+            try:
+                return self._run(srv, dbs)
+            finally:
+                dbs.drop_all()
+
+    def _run(self, srv: BenchServers, dbs: Databases) -> dict[str, Any]:
+        s = self.settings
+        n = self.events
+        prefix = f"bench{uuid.uuid4().hex[:8]}."
+        topics = {k.value: f"{prefix}{k.value}" for k in Kind}
+        figures: dict[str, Any] = {}
+        with progress_bar(self.console) as progress:
+            messages = self._phase(progress, "generate", n, lambda adv: _generate(n, adv))
+            produced = self._phase(
+                progress,
+                "produce",
+                n,
+                lambda adv: produce(srv.bootstrap, topics, s.partitions, messages, adv),
+            )
+            batches = decoded_batches(messages, produced, prefix, s.batch_max_messages)
+            buffers = [raw_events_copy(b) for b in batches]
+            counts = Counter(kind for kind, _, _ in messages)
+            payload_bytes = sum(len(v) for _, _, v in messages)
+            del messages
+            copy_runs = [
+                self._phase(
+                    progress,
+                    "COPY ceiling (1)",
+                    n,
+                    lambda adv: run_copy_ceiling(dbs.fresh("copy1"), buffers, n, adv),
+                )
+            ]
+            for windows, label in ((True, "worker"), (False, "worker (no windows)")):
+                figures["worker" if windows else "worker_no_windows"] = run_worker(
+                    s,
+                    dbs.fresh("worker" if windows else "plain"),
+                    srv.bootstrap,
+                    prefix,
+                    n,
+                    windows=windows,
+                    workdir=srv.workdir,
+                    progress=progress,
+                    label=label,
+                )
+            copy_runs.append(
+                self._phase(
+                    progress,
+                    "COPY ceiling (2)",
+                    n,
+                    lambda adv: run_copy_ceiling(dbs.fresh("copy2"), buffers, n, adv),
+                )
+            )
+            naive_n = min(n, self.naive_max)
+            figures["naive"] = self._phase(
+                progress,
+                "naive consumer",
+                naive_n,
+                lambda adv: run_naive(
+                    dbs.fresh("naive"),
+                    srv.bootstrap,
+                    prefix,
+                    list(topics.values()),
+                    s.partitions,
+                    naive_n,
+                    adv,
+                ),
+            )
+        best = max(copy_runs, key=lambda r: r["rows_per_s"])
+        figures["copy_ceiling"] = {
+            **best,
+            "runs_rows_per_s": [r["rows_per_s"] for r in copy_runs],
+            "method": "pre-formatted COPY text, one transaction per batch of "
+            f"{s.batch_max_messages:,} rows; best of a run before and one after the workers",
+        }
+        worker, plain = figures["worker"], figures["worker_no_windows"]
+        ratios = {
+            "worker_vs_ceiling": worker["events_per_s"] / best["rows_per_s"],
+            "worker_vs_naive": worker["events_per_s"] / figures["naive"]["events_per_s"],
+            "windows_overhead": worker["seconds"] / plain["seconds"] - 1,
+        }
+        met = {
+            "worker_vs_ceiling": ratios["worker_vs_ceiling"] >= TARGETS["worker_vs_ceiling_min"],
+            "worker_vs_naive": ratios["worker_vs_naive"] >= TARGETS["worker_vs_naive_min"],
+            "worker_rss": worker["rss_peak_mb"] < TARGETS["worker_rss_max_mb"],
+            "windows_overhead": ratios["windows_overhead"] <= TARGETS["windows_overhead_max"],
+        }
+        pg_url = dbs.fresh("info")
+        return {
+            "benchmark": "ingest",
+            "started_at": self.results.get("started_at"),
+            "finished_at": now_iso(),
+            "command": "rtmh bench ingest --events " + str(n),
+            "machine": machine_info(),
+            "servers": srv.describe(),
+            "postgres": {
+                **postgres_info(pg_url),
+                "mode": "embedded, the defaults of `rtmh up` (durable: fsync and "
+                "synchronous_commit on)"
+                if srv.embedded_postgres
+                else "external (POSTGRES_URL)",
+            },
+            "workload": {
+                "events": n,
+                "by_topic": dict(counts),
+                "avg_message_bytes": payload_bytes / n,
+                "partitions_per_topic": s.partitions,
+                "event_time_rate_per_s": EVENT_RATE,
+                "batch_max_messages": s.batch_max_messages,
+                "batch_max_ms": s.batch_max_ms,
+                "produce_seconds": produced.seconds,
+            },
+            "results": figures,
+            "ratios": ratios,
+            "targets": TARGETS,
+            "targets_met": met,
+        }
+
+    def _phase(
+        self, progress: Progress, label: str, total: int, work: Callable[[Callable[[int], None]], Any]
+    ) -> Any:
+        task = progress.add_task(label, total=total, note="")
+
+        def advance(k: int) -> None:
+            progress.advance(task, k)
+
+        out = work(advance)
+        progress.update(task, completed=total)
+        return out
+
+
+def _generate(n: int, advance: Callable[[int], None]) -> list[Message]:
+    out = generate(n)
+    advance(n)
+    return out
+
+
+def run(settings: Settings, events: int, console: Console) -> dict[str, Any]:
+    bench = IngestBench(settings, events, console)
+    bench.results["started_at"] = now_iso()
+    return bench.run()
+
+
+def _rate(v: float) -> str:
+    return f"{v:,.0f}"
+
+
+def render(result: dict[str, Any]) -> Iterator[Any]:
+    """The tables for the console."""
+    r, ratios, met = result["results"], result["ratios"], result["targets_met"]
+    ceiling = r["copy_ceiling"]["rows_per_s"]
+    rows = [
+        [
+            "COPY ceiling (no Kafka)",
+            f"{r['copy_ceiling']['rows']:,}",
+            f"{r['copy_ceiling']['seconds']:.2f}",
+            _rate(ceiling),
+            "100 %",
+            "-",
+            "pre-formatted COPY, best of 2",
+        ]
+    ]
+    for key, label in (("worker", "worker (with windows)"), ("worker_no_windows", "worker (no windows)")):
+        w = r[key]
+        rows.append(
+            [
+                label,
+                f"{w['events']:,}",
+                f"{w['seconds']:.2f}",
+                _rate(w["events_per_s"]),
+                f"{w['events_per_s'] / ceiling:.0%}",
+                f"{w['rss_peak_mb']:.0f} MB",
+                f"{w['batches']} batches, {w['cpu_us_per_event']:.1f} µs CPU/event",
+            ]
+        )
+    naive = r["naive"]
+    rows.append(
+        [
+            "naive (INSERT+commit each)",
+            f"{naive['messages']:,}",
+            f"{naive['seconds']:.2f}",
+            _rate(naive["events_per_s"]),
+            f"{naive['events_per_s'] / ceiling:.1%}",
+            "-",
+            f"rate measured over {naive['messages']:,} messages",
+        ]
+    )
+    m = result["machine"]
+    pg = result["postgres"]
+    caption = (
+        f"{m['cpu_model']}, {m['cpu_logical_cores']} cores, {m['ram_gb']} GB; {m['python']}; "
+        f"PostgreSQL {pg['version']} ({pg['mode']}); "
+        f"{result['workload']['avg_message_bytes']:.0f}-byte messages"
+    )
+    yield figures_table(
+        f"rtmh bench ingest: {result['workload']['events']:,} events",
+        ("run", "events", "seconds", "events/s", "of ceiling", "RSS peak", "notes"),
+        rows,
+        caption=caption,
+    )
+
+    def mark(ok: bool) -> str:
+        return "[green]met[/]" if ok else "[red]missed[/]"
+
+    t = result["targets"]
+    yield figures_table(
+        "targets (issue 3; windows: issue 4)",
+        ("target", "measured", ""),
+        [
+            [
+                f"worker >= {t['worker_vs_ceiling_min']:.0%} of the COPY ceiling",
+                f"{ratios['worker_vs_ceiling']:.0%}",
+                mark(met["worker_vs_ceiling"]),
+            ],
+            [
+                f"worker >= {t['worker_vs_naive_min']:.0f}x the naive consumer",
+                f"{ratios['worker_vs_naive']:.1f}x",
+                mark(met["worker_vs_naive"]),
+            ],
+            [
+                f"worker RSS < {t['worker_rss_max_mb']:.0f} MB",
+                f"{r['worker']['rss_peak_mb']:.0f} MB",
+                mark(met["worker_rss"]),
+            ],
+            [
+                f"windows add <= {t['windows_overhead_max']:.0%}",
+                f"{ratios['windows_overhead']:+.1%}",
+                mark(met["windows_overhead"]),
+            ],
+        ],
+    )
+
+
+def save(result: dict[str, Any], path: Path) -> None:
+    write_json(path, result)
+
+
+if __name__ == "__main__":  # the worker subprocess of run_worker
+    _child_main(json.loads(sys.argv[1]))

@@ -1,0 +1,300 @@
+"""`rtmh up`: start everything in order, watch it, stop it in reverse order.
+
+Order of start: PostgreSQL (embedded unless POSTGRES_URL), broker (embedded unless
+KAFKA_BOOTSTRAP_SERVERS), migrations, the demo receiver, then the worker and the notifier as
+supervised children, then the demo traffic. Stop is the reverse: producers first so the worker
+can finish its last batch, then the worker, the notifier, the broker and the database.
+The API and dashboard will be one more supervised child here (`rtmh api`) once they exist.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from functools import partial
+
+from rich.console import Console
+from rich.live import Live
+
+from rtmh import simulate as sim
+from rtmh.config import Settings
+from rtmh.db.connect import DatabaseUnavailable, connect, describe_url
+from rtmh.db.migrate import apply_pending
+from rtmh.embedded.broker import EmbeddedBroker
+from rtmh.embedded.postgres import EmbeddedPostgres
+from rtmh.embedded.process import read_live_pid, write_pid_file
+from rtmh.kafka.client import MessageReader, ensure_topics, make_producer, wait_for_broker
+from rtmh.records import Kind
+from rtmh.up import demo as story
+from rtmh.up import view
+from rtmh.up.supervisor import Child, ChildFailed, Supervisor
+
+
+class UpError(Exception):
+    """`up` cannot start or had to stop; one line saying why and what to do."""
+
+
+@dataclass
+class UpOptions:
+    demo: bool = False
+    duration: float | None = None
+    fresh: bool = False
+
+
+class Traffic:
+    """The demo story produced from a thread inside `up`."""
+
+    def __init__(self, settings: Settings, bootstrap: str):
+        self.settings = settings
+        self.producer = make_producer(bootstrap)
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="demo-traffic", daemon=True)
+        self.produced = 0
+
+    def _run(self) -> None:
+        topics = {k.value: self.settings.topic(k.value) for k in Kind}
+
+        def produce(kind: str, key: bytes, value: bytes) -> None:
+            try:
+                self.producer.produce(topics[kind], key=key, value=value)
+                self.produced += 1
+            except BufferError:
+                self.producer.poll(0.1)
+
+        sim.run(
+            produce,
+            lambda: self.producer.poll(0),
+            sim.Traffic(story.story()),
+            story.DEMO_RATE,
+            float("inf"),
+            stop=self.stop_event.is_set,
+        )
+        self.producer.flush(10)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(15)
+
+
+class Hub:
+    def __init__(self, settings: Settings, options: UpOptions, console: Console):
+        self.settings = settings
+        self.options = options
+        self.console = console
+        self.interactive = console.is_terminal
+        self.run_dir = settings.data_dir / "run"
+        self.stop_requested = threading.Event()
+        self.postgres_url = ""
+        self.bootstrap = ""
+
+    def say(self, line: str) -> None:
+        if self.interactive:
+            self.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {line}", highlight=False)
+        else:
+            print(view.stamp(line), flush=True)
+
+    # --- start --------------------------------------------------------------------------------
+    def _claim_data_dir(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        lock = self.run_dir / "up.pid"
+        other = read_live_pid(lock)
+        if other is not None and other.pid != os.getpid():
+            raise UpError(
+                f"another rtmh up (pid {other.pid}) is using RTMH_DATA_DIR="
+                f"{self.settings.data_dir}; stop it first or set another RTMH_DATA_DIR"
+            )
+        write_pid_file(lock, os.getpid())
+
+    def _database(self, stack: ExitStack) -> str:
+        if self.settings.postgres_url:
+            try:
+                connect(self.settings.postgres_url).close()
+            except DatabaseUnavailable as err:
+                raise UpError(str(err)) from None
+            return self.settings.postgres_url
+        root = self.settings.data_dir / "postgres"
+        if self.options.fresh and root.exists():
+            EmbeddedPostgres(root)._stop_leftover()
+            shutil.rmtree(root)
+            self.say(f"--fresh: removed {root}")
+        server = EmbeddedPostgres(root)
+        url = server.start()
+        stack.callback(self._step, "PostgreSQL stopped", server.stop)
+        self.say(f"embedded PostgreSQL ready at {describe_url(url)} (data in {root})")
+        return url
+
+    def _broker(self, stack: ExitStack) -> str:
+        if self.settings.kafka_bootstrap_servers:
+            try:
+                wait_for_broker(self.settings.kafka_bootstrap_servers, timeout=10)
+            except Exception:
+                raise UpError(
+                    f"cannot reach Kafka at KAFKA_BOOTSTRAP_SERVERS="
+                    f"{self.settings.kafka_bootstrap_servers} (is the broker running?)"
+                ) from None
+            return self.settings.kafka_bootstrap_servers
+        server = EmbeddedBroker(self.run_dir)
+        bootstrap = server.start()
+        stack.callback(self._step, "broker stopped", server.stop)
+        self.say(f"embedded Kafka-compatible broker (tansu) ready at {bootstrap}")
+        return bootstrap
+
+    def _step(self, done: str, action: Callable[[], None]) -> None:
+        action()
+        self.say(done)
+
+    def _child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            POSTGRES_URL=self.postgres_url,
+            KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
+            RTMH_TOPIC_PREFIX=self.settings.topic_prefix,
+            RTMH_DATA_DIR=str(self.settings.data_dir),
+            RTMH_GROUP_ID=self.settings.group_id,
+            RTMH_PARTITIONS=str(self.settings.partitions),
+            RTMH_WINDOW_SIZE_S=str(self.settings.window_size_s),
+            RTMH_WINDOW_SLIDE_S=str(self.settings.window_slide_s),
+            RTMH_RETENTION_DAYS=str(self.settings.retention_days),
+            RTMH_LOG_LEVEL=self.settings.log_level,
+        )
+        return env
+
+    def _children(self, stack: ExitStack, supervisor: Supervisor) -> None:
+        logs = self.settings.data_dir / "logs"
+        for name in ("worker", "notifier"):
+            supervisor.add(
+                Child(
+                    name,
+                    [sys.executable, "-m", "rtmh.cli", name],
+                    self._child_env(),
+                    logs / f"{name}.log",
+                    self.run_dir / f"{name}.pid",
+                )
+            )
+        # registered notifier first: the stack unwinds last-in first-out, so the worker
+        # (finishing its batch) stops before the notifier
+        for name in ("notifier", "worker"):
+            stack.callback(self._step, f"{name} stopped", partial(supervisor.stop, name))
+
+    # --- run ----------------------------------------------------------------------------------
+    def run(self) -> None:
+        supervisor = Supervisor(self.say)
+        with ExitStack() as stack:
+            self._claim_data_dir()
+            stack.callback((self.run_dir / "up.pid").unlink, missing_ok=True)
+            self.postgres_url = self._database(stack)
+            self.bootstrap = self._broker(stack)
+            with connect(self.postgres_url, autocommit=True) as conn:
+                applied = apply_pending(conn)
+            self.say(f"migrations: {len(applied)} applied" if applied else "migrations: up to date")
+            ensure_topics(
+                self.bootstrap,
+                [self.settings.topic(k.value) for k in Kind],
+                self.settings.partitions,
+            )
+            if self.options.demo:
+                receiver = story.DemoReceiver(self._on_delivery)
+                receiver.start()
+                stack.callback(receiver.stop)
+                with connect(self.postgres_url, autocommit=True) as conn:
+                    story.configure(conn, receiver.url, receiver.secret)
+                self.say(f"demo webhook receiver listening at {receiver.url} (HMAC-signed)")
+            self._children(stack, supervisor)
+            traffic: Traffic | None = None
+            if self.options.demo:
+                traffic = Traffic(self.settings, self.bootstrap)
+                traffic.start()
+                stack.callback(self._step, "demo traffic stopped", traffic.stop)
+                self.say(
+                    f"demo traffic: {story.DEMO_RATE:.0f} messages/s; story: "
+                    f"{story.story().description} (repeats every {story.STORY_PERIOD:.0f} s)"
+                )
+            self.say(
+                f"RTMH is up. PostgreSQL: {describe_url(self.postgres_url)}; Kafka: "
+                f"{self.bootstrap}. Press Ctrl-C to stop."
+            )
+            self._watch(supervisor, traffic)
+            self.say("stopping: producers, worker, notifier, broker, database")
+
+    def _on_delivery(self, d: story.Delivery) -> None:
+        check = "signature ok" if d.signature_ok else "BAD SIGNATURE"
+        self.say(f"webhook received: {d.event} '{d.title}' ({d.status}), {check}")
+
+    def _watch(self, supervisor: Supervisor, traffic: Traffic | None) -> None:
+        deadline = time.monotonic() + self.options.duration if self.options.duration else None
+        reader = MessageReader(self.bootstrap)
+        last: view.Snapshot | None = None
+        last_summary = 0.0
+        headline = "RTMH up" + (" --demo" if self.options.demo else "")
+        live: Live | _NoLive = (
+            Live(console=self.console, refresh_per_second=2) if self.interactive else _NoLive()
+        )
+        try:
+            with connect(self.postgres_url, autocommit=True) as conn, live:
+                while not self.stop_requested.is_set():
+                    if deadline is not None and time.monotonic() >= deadline:
+                        self.say(f"--duration {self.options.duration:.0f} s reached")
+                        return
+                    try:
+                        supervisor.check()
+                    except ChildFailed as err:
+                        raise UpError(str(err)) from None
+                    snap = view.read_snapshot(conn, self.settings.group_id)
+                    snap.high = self._high_watermarks(reader)
+                    view.derive_rates(last, snap)
+                    if self.interactive:
+                        live.update(view.render(snap, headline))
+                    for line in view.changes(last, snap):
+                        self.say(line)
+                    if not self.interactive and snap.at - last_summary >= 10:
+                        last_summary = snap.at
+                        self.say(view.summary(snap))
+                    last = snap
+                    self.stop_requested.wait(1.0)
+        finally:
+            reader.close()
+
+    def _high_watermarks(self, reader: MessageReader) -> int | None:
+        total = 0
+        for kind in Kind:
+            topic = self.settings.topic(kind.value)
+            for partition in range(self.settings.partitions):
+                marks = reader.watermarks(topic, partition)
+                if marks is None:
+                    return None
+                total += marks[1]
+        return total
+
+
+class _NoLive:
+    """Stands in for rich's Live when stdout is not a terminal."""
+
+    def __enter__(self) -> _NoLive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, _renderable: object) -> None:
+        return None
+
+
+def run_up(settings: Settings, options: UpOptions, console: Console) -> None:
+    hub = Hub(settings, options, console)
+
+    def request_stop(signum: int, _frame: object) -> None:
+        hub.stop_requested.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    hub.run()
