@@ -1,0 +1,145 @@
+"""`rtmh up` as a user runs it: a subprocess on the embedded defaults, stopped every way."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import psycopg
+
+from rtmh.embedded.postgres import EmbeddedPostgres
+
+from .ingest_support import wait_for
+
+
+class UpRun:
+    """`rtmh up` in the background, remembering every process it ever started."""
+
+    def __init__(self, env: dict[str, str], *args: str):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rtmh.cli", "up", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.descendants: set[int] = set()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._watcher = threading.Thread(target=self._watch, daemon=True)
+        self._watcher.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def _watch(self) -> None:
+        parent = psutil.Process(self.proc.pid)
+        while self.proc.poll() is None:
+            try:
+                self.descendants |= {p.pid for p in parent.children(recursive=True)}
+            except psutil.NoSuchProcess:
+                return
+            time.sleep(0.2)
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for_line(self, fragment: str, timeout: float) -> None:
+        wait_for(lambda: fragment in self.output(), timeout, f"{fragment!r} in up's output")
+
+    def survivors(self, timeout: float) -> list[int]:
+        deadline = time.monotonic() + timeout
+        while True:
+            alive = [
+                p
+                for p in self.descendants
+                if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+            ]
+            if not alive or time.monotonic() > deadline:
+                return alive
+            time.sleep(0.2)
+
+
+def _query(data_dir: Path, sql: str) -> list[tuple[object, ...]]:
+    with EmbeddedPostgres(data_dir / "postgres") as pg, psycopg.connect(pg.url) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_demo_opens_notifies_and_resolves_then_leaves_nothing(cli_env: dict[str, str]) -> None:
+    run = UpRun(cli_env, "--demo", "--duration", "90")
+    assert run.proc.wait(150) == 0, run.output()
+    out = run.output()
+    assert "incident open: high_error_rate on checkout" in out, out
+    assert "incident resolved: high_error_rate on checkout" in out, out
+    assert "webhook received: open 'high_error_rate on checkout'" in out
+    assert "BAD SIGNATURE" not in out and "signature ok" in out
+    assert run.survivors(10) == []
+    data_dir = Path(cli_env["RTMH_DATA_DIR"])
+    rows = _query(
+        data_dir,
+        "SELECT i.window_key, i.status, n.event, n.status, n.attempts FROM incidents i "
+        "JOIN alert_notifications n ON n.incident_id = i.id "
+        "WHERE i.source = 'error_rate_monitor' ORDER BY n.id",
+    )
+    assert {r[0] for r in rows} == {"checkout"}, rows
+    assert rows[0][2] == "open" and rows[-1][2] == "resolve"
+    assert all(r[3] == "sent" for r in rows), rows
+    others = _query(
+        data_dir,
+        "SELECT count(*) FROM incidents WHERE source = 'error_rate_monitor'"
+        " AND window_key <> 'checkout'",
+    )
+    assert others == [(0,)]
+
+
+def test_sigint_stops_everything_in_order(cli_env: dict[str, str]) -> None:
+    run = UpRun(cli_env, "--demo")
+    run.wait_for_line("RTMH is up", 60)
+    time.sleep(5)
+    run.proc.send_signal(signal.SIGINT)
+    assert run.proc.wait(60) == 0, run.output()
+    out = run.output()
+    order = [
+        out.index(f"{step} stopped")
+        for step in ("demo traffic", "worker", "notifier", "broker", "PostgreSQL")
+    ]
+    assert order == sorted(order), out
+    assert run.survivors(10) == []
+
+
+def test_sigkill_of_up_takes_its_children_down(cli_env: dict[str, str]) -> None:
+    run = UpRun(cli_env, "--demo")
+    run.wait_for_line("RTMH is up", 60)
+    time.sleep(3)
+    assert len(run.descendants) >= 3
+    run.proc.kill()
+    run.proc.wait()
+    assert run.survivors(15) == [], "children must notice their parent is gone"
+    # and the next `up` starts cleanly on the same data
+    again = UpRun(cli_env, "--duration", "5")
+    assert again.proc.wait(90) == 0, again.output()
+    assert again.survivors(10) == []
+
+
+def test_unreachable_postgres_is_one_line(cli_env: dict[str, str]) -> None:
+    env = {**cli_env, "POSTGRES_URL": "postgresql://rtuser:rtpass@127.0.0.1:1/rt_monitoring"}
+    result = subprocess.run(
+        [sys.executable, "-m", "rtmh.cli", "up"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    lines = [ln for ln in (result.stdout + result.stderr).splitlines() if ln.strip()]
+    assert len(lines) == 1, lines
+    assert "cannot connect to PostgreSQL at 127.0.0.1:1" in lines[0]
+    assert "POSTGRES_URL" in lines[0]
