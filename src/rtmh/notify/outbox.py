@@ -39,7 +39,7 @@ timeline AS (
     FROM done
     WHERE incident_id IS NOT NULL
 )
-SELECT id FROM done
+SELECT id, channel FROM done
 """
 
 _DONE_COLUMNS: Final = "id, incident_id, channel, event, attempts, status, http_status, last_error, claimed_by"
@@ -300,9 +300,10 @@ async def release_claimed(
     return [row[0] for row in await cur.fetchall()]
 
 
-async def reap_exhausted(conn: psycopg.AsyncConnection[Any]) -> list[int]:
+async def reap_exhausted(conn: psycopg.AsyncConnection[Any]) -> list[tuple[int, str]]:
+    """(id, channel) of each row made dead."""
     cur = await conn.execute(REAP_EXHAUSTED, {"error": REAPED_ERROR})
-    return [row[0] for row in await cur.fetchall()]
+    return [(row[0], row[1]) for row in await cur.fetchall()]
 
 
 async def seconds_until_next_due(conn: psycopg.AsyncConnection[Any]) -> float | None:
@@ -326,3 +327,29 @@ async def load_silences(conn: psycopg.AsyncConnection[Any]) -> list[Silence]:
 
 async def listen(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.execute(LISTEN)
+
+
+# --- `rtmh notify test` (synchronous) ------------------------------------------------------------
+
+LOAD_CHANNEL: Final = """
+SELECT name, type, config, secrets, enabled FROM notification_channels WHERE name = %s
+"""
+
+CHANNEL_NAMES: Final = "SELECT name FROM notification_channels ORDER BY name"
+
+#: the notifier's tables exist (migrations applied)
+SCHEMA_READY: Final = "SELECT to_regclass('alert_notifications') IS NOT NULL"
+
+
+def load_channel(conn: psycopg.Connection[Any], name: str) -> ChannelRow | None:
+    row = conn.execute(LOAD_CHANNEL, (name,)).fetchone()
+    return None if row is None else ChannelRow(*row)
+
+
+def channel_names(conn: psycopg.Connection[Any]) -> list[str]:
+    return [row[0] for row in conn.execute(CHANNEL_NAMES).fetchall()]
+
+
+def schema_ready(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute(SCHEMA_READY).fetchone()
+    return bool(row and row[0])
