@@ -232,8 +232,8 @@ def load_agg(conn: psycopg.Connection[Any]) -> dict[Key, dict[str, Any]]:
 def _exact_sum(values: list[float]) -> float:
     try:
         return math.fsum(values)
-    except OverflowError:
-        return math.inf if sum(v for v in values if v > 0) > -sum(v for v in values if v < 0) else -math.inf
+    except OverflowError:  # the exact sum is beyond the float range: IEEE addition saturates
+        return math.copysign(math.inf, math.fsum(v * 2.0**-64 for v in values))
 
 
 def _sum_ok(got: float, values: list[float]) -> bool:

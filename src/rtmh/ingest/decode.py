@@ -296,6 +296,20 @@ def _as_float(field: str, value: object) -> float | Rejected:
     return _wrong_type(field, "number", value)
 
 
+#: window sums of values beyond this could overflow float8 in PostgreSQL's additive merge
+#: (1.8e8 samples of 1e300 per window still sum finitely); no real gauge comes near it
+MAX_METRIC_MAGNITUDE: Final = 1e300
+
+
+def _metric_value(field: str, value: object) -> float | Rejected:
+    number = _as_float(field, value)
+    if isinstance(number, float) and abs(number) > MAX_METRIC_MAGNITUDE:
+        return Rejected(
+            f"field '{field}': {number:g} is beyond the ±1e300 a window can sum without overflow"
+        )
+    return number
+
+
 # --- timestamps -------------------------------------------------------------------------------
 
 
@@ -533,7 +547,7 @@ def _plain_samples(shape: _MetricShape) -> tuple[MetricSample, ...] | Rejected:
         return name
     if shape.value is None:
         return Rejected("missing required field 'value'")
-    value = _as_float("value", shape.value)
+    value = _metric_value("value", shape.value)
     if isinstance(value, Rejected):
         return value
     return (MetricSample(name, value),)
@@ -566,7 +580,7 @@ def _telegraf_samples(shape: _MetricShape) -> tuple[MetricSample, ...] | Rejecte
         if type(raw) is bool:  # Telegraf's boolean fields (e.g. "up") count as 1/0
             value: float | Rejected = 1.0 if raw else 0.0
         elif type(raw) is int or type(raw) is float:
-            value = _as_float(f"fields.{field}", raw)
+            value = _metric_value(f"fields.{field}", raw)
         else:
             continue  # string fields (e.g. status text) are not samples
         if isinstance(value, Rejected):
