@@ -148,8 +148,8 @@ def worker_env(url: str, bootstrap: str, prefix: str, **extra: str) -> dict[str,
         RTMH_TOPIC_PREFIX=prefix,
         RTMH_GROUP_ID=f"g-{prefix}",
         RTMH_BATCH_MAX_MESSAGES="5000",
-        **extra,
     )
+    env.update(extra)
     return env
 
 

@@ -52,6 +52,7 @@ def test_error_burst_opens_one_incident_that_resolves_and_silence_is_noticed(
             "UPDATE alert_rules SET enabled = name IN ('high_error_rate', 'service_silent')"
         )
         conn.execute("UPDATE alert_rules SET resolve_after_seconds = 3")
+        conn.execute("UPDATE alert_rules SET channels = '{demo-webhook}'")
         conn.execute("UPDATE alert_rules SET no_data_seconds = 6 WHERE name = 'service_silent'")
     ensure_topics(broker, [topic_prefix + k for k in ("logs", "metrics", "events")], 4)
     burst = sim.Scenario(

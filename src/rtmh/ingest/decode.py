@@ -327,6 +327,12 @@ class _Clock(msgspec.Struct, gc=False):
         return broker_ms / 1000.0 if broker_ms is not None and broker_ms > 0 else self.now
 
     def event_time(self, shape: _Shape) -> tuple[float, tuple[str, ...]] | Rejected:
+        """Rounded to the microsecond, as raw_events stores it: x.9999996 must land in the same
+        window whether it is windowed now or recomputed from the stored row."""
+        when = self._event_time(shape)
+        return when if isinstance(when, Rejected) else (round(when[0], 6), when[1])
+
+    def _event_time(self, shape: _Shape) -> tuple[float, tuple[str, ...]] | Rejected:
         if shape.ts is not None:
             ts = _seconds("ts", shape.ts)
         elif shape.at_timestamp is not None:

@@ -13,9 +13,9 @@ FAILED = Counter(
     "rtmh_notify_failed_total", "delivery attempts that failed and will be retried", ["channel"]
 )
 DEAD = Counter(
-    "rtmh_notify_dead_total", "notifications given up (attempts exhausted or permanent error)", [
-        "channel"
-    ]
+    "rtmh_notify_dead_total",
+    "notifications given up (attempts exhausted or permanent error)",
+    ["channel"],
 )
 SUPPRESSED = Counter(
     "rtmh_notify_suppressed_total", "notifications muted by a silence at send time", ["channel"]

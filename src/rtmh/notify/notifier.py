@@ -317,11 +317,10 @@ class Notifier:
             self._wake.set()
 
     async def _next_wait(self, claimed: int) -> float:
-        assert self._work is not None
         cap = self.options.poll_cap_s
         if len(self._inflight) >= self.options.concurrency:
             return cap  # a finishing delivery wakes the loop
-        due = await outbox.seconds_until_next_due(self._work)
+        due = await outbox.seconds_until_next_due(self._db)
         if due is None:
             return cap
         if due <= 0 and not claimed:
@@ -352,23 +351,21 @@ class Notifier:
         if now < self._next_reap:
             return
         self._next_reap = now + _REAP_EVERY_S
-        assert self._work is not None
-        for notification_id, channel in await outbox.reap_exhausted(self._work):
+        for notification_id, channel in await outbox.reap_exhausted(self._db):
             log.error("notification %d: dead (%s)", notification_id, outbox.REAPED_ERROR)
             metrics.DEAD.labels(channel).inc()
 
     # --- claim and deliver -------------------------------------------------------------------
 
     async def _claim_and_start(self, client: httpx.AsyncClient, limit: int) -> int:
-        assert self._work is not None
         entries = _channel_entries(
-            await outbox.load_channels(self._work), self.options.lease_margin_s
+            await outbox.load_channels(self._db), self.options.lease_margin_s
         )
         leases = {name: entry.lease for name, entry in entries.items()}
-        rows = await outbox.claim_due(self._work, self.id, limit, leases, DEFAULT_LEASE_S)
+        rows = await outbox.claim_due(self._db, self.id, limit, leases, DEFAULT_LEASE_S)
         if not rows:
             return 0
-        cycle = _Cycle(entries, await outbox.load_silences(self._work))
+        cycle = _Cycle(entries, await outbox.load_silences(self._db))
         for row in rows:
             task = asyncio.create_task(self._attempt(row, cycle, client), name=f"notify-{row.id}")
             self._inflight[row.id] = task
@@ -379,18 +376,26 @@ class Notifier:
             await self._process(row, cycle, client)
         except asyncio.CancelledError:
             raise
-        except (psycopg.Error, OSError) as err:
+        except Exception as err:  # recording failed (PostgreSQL gone): the lease brings it back
             log.error(
-                "notification %d: could not record the outcome of attempt %d (%s); the row is "
-                "retried when its lease expires",
+                "notification %d: could not record the outcome of attempt %d (%s: %s); the row "
+                "is retried when its lease expires",
                 row.id,
                 row.attempts,
-                " ".join(str(err).split()) or type(err).__name__,
+                type(err).__name__,
+                " ".join(str(err).split()),
             )
         finally:
             self._inflight.pop(row.id, None)
             if self._wake is not None:
                 self._wake.set()
+
+    @property
+    def _db(self) -> psycopg.AsyncConnection[Any]:
+        conn = self._work
+        if conn is None:
+            raise psycopg.OperationalError("not connected to PostgreSQL")
+        return conn
 
     async def _process(self, row: ClaimedRow, cycle: _Cycle, client: httpx.AsyncClient) -> None:
         entry = cycle.channels.get(row.channel)
@@ -417,8 +422,7 @@ class Notifier:
                 datetime.now(UTC),
             )
             if silence is not None:
-                assert self._work is not None
-                if await outbox.record_suppressed(self._work, row, self.id, silence):
+                if await outbox.record_suppressed(self._db, row, self.id, silence):
                     metrics.SUPPRESSED.labels(row.channel).inc()
                     log.info("notification %d: suppressed by silence %d", row.id, silence)
                 else:
@@ -454,10 +458,9 @@ class Notifier:
         )
 
     async def _record(self, row: ClaimedRow, channel: Channel, result: DeliveryResult) -> None:
-        assert self._work is not None
         if result.ok:
             recorded = await outbox.record_sent(
-                self._work, row, self.id, result.http_status, result.response_excerpt
+                self._db, row, self.id, result.http_status, result.response_excerpt
             )
             if recorded:
                 metrics.SENT.labels(row.channel).inc()
@@ -475,7 +478,7 @@ class Notifier:
                 retry_after=result.retry_after_seconds,
             )
             recorded = await outbox.record_failed(
-                self._work,
+                self._db,
                 row,
                 self.id,
                 delay=delay,
@@ -499,9 +502,8 @@ class Notifier:
         http_status: int | None = None,
         response_body: str | None = None,
     ) -> None:
-        assert self._work is not None
         if await outbox.record_dead(
-            self._work,
+            self._db,
             row,
             self.id,
             error=error,
@@ -538,7 +540,8 @@ class Notifier:
         log.info("notifier: waiting for %d in-flight deliveries", len(tasks))
         deadline = time.monotonic() + (0.0 if self._hurry else self.options.stop_timeout_s)
         while tasks and not self._hurry and time.monotonic() < deadline:
-            done, tasks = await asyncio.wait(tasks, timeout=min(0.2, deadline - time.monotonic()))
+            timeout = max(0.0, min(0.2, deadline - time.monotonic()))
+            _, tasks = await asyncio.wait(tasks, timeout=timeout)
         if not tasks:
             return
         ids = [row_id for row_id, task in self._inflight.items() if task in tasks]

@@ -42,7 +42,9 @@ timeline AS (
 SELECT id, channel FROM done
 """
 
-_DONE_COLUMNS: Final = "id, incident_id, channel, event, attempts, status, http_status, last_error, claimed_by"
+_DONE_COLUMNS: Final = (
+    "id, incident_id, channel, event, attempts, status, http_status, last_error, claimed_by"
+)
 
 _GUARD: Final = """id = %(id)s AND status = 'sending' AND claimed_by = %(notifier)s
       AND attempts = %(attempts)s"""
@@ -181,7 +183,12 @@ class ChannelRow:
         return f"ChannelRow(name={self.name!r}, type={self.type!r}, enabled={self.enabled})"
 
     def as_mapping(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.type, "config": self.config, "secrets": self.secrets}
+        return {
+            "name": self.name,
+            "type": self.type,
+            "config": self.config,
+            "secrets": self.secrets,
+        }
 
 
 def db_text(text: str | None, limit: int | None = None) -> str | None:

@@ -198,10 +198,7 @@ def _bump(partial: Partial, count: int, total: float) -> None:
 
 
 def _add_record(panes: dict[PartialKey, Partial], record: DecodedRecord, slide: int) -> None:
-    # raw_events.event_time is the time rounded to the microsecond (datetime.fromtimestamp,
-    # half-even), which carries x.9999995.. into the next second: window what is stored
-    carry = round(record.event_time % 1.0 * 1e6) == 1_000_000
-    pane = pane_start(record.event_time + carry, slide)
+    pane = pane_start(record.event_time, slide)
     service = record.service
     if record.kind is Kind.LOGS:
         errors = 1.0 if record.is_error else 0.0

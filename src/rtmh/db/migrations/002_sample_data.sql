@@ -1,5 +1,6 @@
 -- Sample alert rules and notification channels, so a fresh hub detects something out of the box.
--- Rules refer to channels by name; a channel that does not exist is reported by the notifier.
+-- The rules notify nobody until you list channels in alert_rules.channels (`rtmh up --demo`
+-- routes two of them to its own loopback webhook).
 -- Edit or disable them freely: later migrations never rewrite these rows.
 
 INSERT INTO notification_channels (name, type, config, enabled) VALUES
@@ -16,12 +17,12 @@ INSERT INTO alert_rules (name, description, source, metric_type, aggregation, co
     ('high_error_rate',
      'More than 5% of a service''s log lines are errors',
      'error_rate_monitor', 'error_rate', 'value', '>', 0.05,
-     0.02, 0, '*', 20, NULL, 20, 'high', '{demo-webhook}', true, 1800,
+     0.02, 0, '*', 20, NULL, 20, 'high', '{}', true, 1800,
      'https://runbooks.example/rtmh/high-error-rate'),
     ('high_latency_p95',
      'p95 request latency above 500 ms',
      'latency_monitor', 'http_request_duration_ms', 'p95', '>', 500,
-     400, 0, '*', 20, NULL, 20, 'medium', '{demo-webhook}', true, 1800,
+     400, 0, '*', 20, NULL, 20, 'medium', '{}', true, 1800,
      'https://runbooks.example/rtmh/high-latency'),
     ('high_cpu',
      'CPU above 90% for a minute',
@@ -30,6 +31,6 @@ INSERT INTO alert_rules (name, description, source, metric_type, aggregation, co
     ('service_silent',
      'A service that was logging has sent nothing for two minutes',
      'no_data_monitor', 'log_count', 'count', '<', 1,
-     NULL, 0, '*', 0, 120, 30, 'high', '{demo-webhook}', true, 3600,
+     NULL, 0, '*', 0, 120, 30, 'high', '{}', true, 3600,
      'https://runbooks.example/rtmh/service-silent')
 ON CONFLICT (name) DO NOTHING;

@@ -20,6 +20,7 @@ from what they return.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +35,12 @@ _BODY_READ_BYTES: Final = 8192
 # After the status line the outcome is known; the body only feeds the excerpt, so it gets a
 # short budget of its own and never turns a delivered notification into a timeout.
 BODY_READ_SECONDS: Final = 2.0
+
+# httpx logs every request's full URL at INFO (httpcore at DEBUG), and a Slack incoming-webhook
+# URL is a credential: those loggers are raised to WARNING unless the application set a level.
+for _name in ("httpx", "httpcore"):
+    if logging.getLogger(_name).level == logging.NOTSET:
+        logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True, slots=True)
