@@ -37,8 +37,15 @@ class UpRun:
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
+        with self.proc.stdout:
+            for line in self.proc.stdout:
+                self.lines.append(line.rstrip("\n"))
+
+    def finish(self, timeout: float) -> int:
+        """Wait for `up` to exit and for its output to be read to the end."""
+        code = self.proc.wait(timeout)
+        self._reader.join(10)
+        return code
 
     def _watch(self) -> None:
         parent = psutil.Process(self.proc.pid)
@@ -75,7 +82,7 @@ def _query(data_dir: Path, sql: str) -> list[tuple[object, ...]]:
 
 def test_demo_opens_notifies_and_resolves_then_leaves_nothing(cli_env: dict[str, str]) -> None:
     run = UpRun(cli_env, "--demo", "--duration", "90")
-    assert run.proc.wait(150) == 0, run.output()
+    assert run.finish(150) == 0, run.output()
     out = run.output()
     assert "incident open: high_error_rate on checkout" in out, out
     assert "incident resolved: high_error_rate on checkout" in out, out
@@ -105,7 +112,7 @@ def test_sigint_stops_everything_in_order(cli_env: dict[str, str]) -> None:
     run.wait_for_line("RTMH is up", 60)
     time.sleep(5)
     run.proc.send_signal(signal.SIGINT)
-    assert run.proc.wait(60) == 0, run.output()
+    assert run.finish(60) == 0, run.output()
     out = run.output()
     order = [
         out.index(f"{step} stopped")
@@ -121,11 +128,11 @@ def test_sigkill_of_up_takes_its_children_down(cli_env: dict[str, str]) -> None:
     time.sleep(3)
     assert len(run.descendants) >= 3
     run.proc.kill()
-    run.proc.wait()
+    run.finish(10)
     assert run.survivors(15) == [], "children must notice their parent is gone"
     # and the next `up` starts cleanly on the same data
     again = UpRun(cli_env, "--duration", "5")
-    assert again.proc.wait(90) == 0, again.output()
+    assert again.finish(90) == 0, again.output()
     assert again.survivors(10) == []
 
 
