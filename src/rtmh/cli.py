@@ -358,9 +358,11 @@ def up(
 
 def _register_subcommands() -> None:
     from rtmh.bench.cli import bench_app
+    from rtmh.bench.detect import register as register_bench_detect
     from rtmh.bench.notify import register as register_bench_notify
     from rtmh.notify.cli import notify_app
 
+    register_bench_detect(bench_app)
     register_bench_notify(bench_app)
     app.add_typer(bench_app, name="bench")
     app.add_typer(notify_app, name="notify")

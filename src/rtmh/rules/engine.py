@@ -129,7 +129,12 @@ class RuleEngine:
             if k[1] in types and any(matches(r, k[0]) for r in self.rules if r.metric_type == k[1])
         ]
         windows = store.load_windows(self._db(), keys)
-        for rule, obs in evaluate_all(self.rules, windows, now):
+        verdicts = evaluate_all(self.rules, windows, now)
+        # what may open an incident goes first: refreshing live incidents' values is one
+        # committed transaction each and must not delay a detection (measured by bench detect:
+        # p95 evaluation -> incident commit 66-182 ms before, 5-10 ms after)
+        verdicts.sort(key=lambda rv: fingerprint(rv[0].id, rv[1].window_key) in self.active)
+        for rule, obs in verdicts:
             self.apply(rule, obs, now)
 
     def tick(self, now: float) -> None:

@@ -1,7 +1,10 @@
 -- Sample alert rules and notification channels, so a fresh hub detects something out of the box.
 -- The rules notify nobody until you list channels in alert_rules.channels (`rtmh up --demo`
 -- routes two of them to its own loopback webhook).
--- Edit or disable them freely: later migrations never rewrite these rows.
+-- The ratio rule judges windows of 50+ log lines: with 20, two unlucky errors among 20-39
+-- lines of a healthy service (0.5 % errors) fired about once every two minutes across 20
+-- services (rtmh bench detect). Edit or disable them freely: later migrations never rewrite
+-- these rows.
 
 INSERT INTO notification_channels (name, type, config, enabled) VALUES
     ('demo-webhook', 'webhook',
@@ -17,7 +20,7 @@ INSERT INTO alert_rules (name, description, source, metric_type, aggregation, co
     ('high_error_rate',
      'More than 5% of a service''s log lines are errors',
      'error_rate_monitor', 'error_rate', 'value', '>', 0.05,
-     0.02, 0, '*', 20, NULL, 20, 'high', '{}', true, 1800,
+     0.02, 0, '*', 50, NULL, 20, 'high', '{}', true, 1800,
      'https://runbooks.example/rtmh/high-error-rate'),
     ('high_latency_p95',
      'p95 request latency above 500 ms',

@@ -1,0 +1,125 @@
+"""`rtmh bench detect` end to end, small: 3 bursts at a low rate on the session's servers.
+
+Checks the JSON's structure and that every burst became an incident; no timing assertions (the
+figures depend on the machine). The background has no errors here, so no thin-window incident
+can open on a service just before its burst and hide it: detection is deterministic.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import psycopg
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from rtmh.bench.detect import DetectConfig, percentile, register, schedule, summary
+from rtmh.embedded.postgres import EmbeddedPostgres
+
+STAGES = (
+    "first_error_to_commit",
+    "trigger_to_commit",
+    "first_error_to_trigger",
+    "trigger_to_ingest_txn",
+    "ingest_txn_to_evaluation",
+    "evaluation_to_incident_txn",
+    "incident_txn_to_commit",
+)
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    bench = typer.Typer()
+    register(bench)
+    app.add_typer(bench, name="bench")
+    return app
+
+
+def test_bench_detect_detects_every_burst_and_writes_its_figures(
+    pg_server: EmbeddedPostgres, broker: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "detect.json"
+    env = {
+        "POSTGRES_URL": pg_server.admin_url(),
+        "KAFKA_BOOTSTRAP_SERVERS": broker,
+        "RTMH_TOPIC_PREFIX": None,
+        "RTMH_WINDOW_SIZE_S": None,
+        "RTMH_WINDOW_SLIDE_S": None,
+        "RTMH_BATCH_MAX_MS": None,
+    }
+    args = ["bench", "detect", "--bursts", "3", "--rate", "1000", "--services", "3"]
+    args += ["--base-errors", "0", "--json", str(out)]
+    result = CliRunner().invoke(_app(), args, env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "condition true -> incident committed" in result.output, result.output
+
+    figures = json.loads(out.read_text())
+    assert figures["benchmark"] == "detect"
+    assert figures["command"].startswith("rtmh bench detect --bursts 3 --rate 1000")
+    for key in ("cpu_model", "cpu_logical_cores", "ram_gb", "python"):
+        assert figures["machine"][key], key
+    assert figures["postgres"]["version"]
+    config = figures["config"]
+    assert (config["bursts"], config["services"], config["rate_msgs_per_s"]) == (3, 3, 1000)
+    assert config["rule"]["name"] == "high_error_rate"
+    assert config["rule"]["threshold"] == 0.05 and config["rule"]["min_count"] == 20
+
+    assert figures["detected"] == 3 and figures["missed"] == [], figures["bursts"]
+    assert figures["masked_by_live_incident"] == []
+    assert figures["unexpected_opens"] == []
+    services = [b["service"] for b in figures["bursts"]]
+    assert len(set(services)) == 3, services
+    for b in figures["bursts"]:
+        assert b["detected"] and b["event_type"] == "opened", b
+        # the clocks are ordered: first error <= condition true <= evaluation <= commit
+        assert b["first_error_at"] <= b["trigger_at"] <= b["committed_at"], b
+        assert b["trigger_ingest_txn_at"] is not None
+        assert b["evaluated_at"] <= b["incident_txn_at"] <= b["committed_at"] + 0.001, b
+        lines, errors = b["trigger_window"][1:]
+        assert lines >= 20 and errors / lines > 0.05, b
+        for key in STAGES:
+            assert isinstance(b[key], float), (key, b)
+    for key in STAGES:
+        stats = figures["latency_s"][key]
+        assert stats["n"] == 3, (key, stats)
+        assert stats["min"] <= stats["p50"] <= stats["p99"] <= stats["max"], (key, stats)
+    assert figures["latency_s"]["first_error_to_commit"]["min"] > 0
+
+    background = figures["background"]
+    assert background["produced_per_s"] > 500
+    assert background["committed_per_s"] > 0
+    assert "worker" in background["cpu_percent_of_one_core"]
+    assert figures["diagnostics"]["ingest_transactions"]["n"] > 0
+    assert set(figures["targets_met"]) == {"first_error_to_commit_p99", "trigger_to_commit_p99"}
+
+    # the benchmark dropped the databases it created
+    with psycopg.connect(pg_server.admin_url()) as conn:
+        left = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'rtmh_bench_%'"
+        ).fetchall()
+    assert left == []
+
+
+def test_schedule_spaces_bursts_and_rests_each_service() -> None:
+    bursts = schedule(DetectConfig(bursts=7, services=3, warmup_s=10))
+    assert bursts[0].start == 10
+    for a, b in itertools.pairwise(bursts):
+        assert b.start >= a.end + 1.0
+    by_service: dict[str, list[float]] = {}
+    for b in bursts:
+        by_service.setdefault(b.service, []).append(b.start)
+    assert sorted(by_service) == sorted({"checkout", "payments", "search"})
+    for starts in by_service.values():
+        assert all(y - x >= 40.0 for x, y in itertools.pairwise(starts))
+
+
+def test_percentiles_interpolate_like_numpy() -> None:
+    values = [0.1, 0.2, 0.3, 0.4, 1.0]
+    assert percentile(values, 0.5) == 0.3
+    assert percentile(values, 0.99) == pytest.approx(0.4 + 0.6 * 0.96)
+    stats = summary(values)
+    assert stats is not None and stats["n"] == 5 and stats["max"] == 1.0
+    assert summary([]) is None
