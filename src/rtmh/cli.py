@@ -218,6 +218,16 @@ def worker(ctx: typer.Context) -> None:
     settings: Settings = ctx.obj
     _require(settings, "postgres_url", "kafka_bootstrap_servers")
     assert settings.postgres_url and settings.kafka_bootstrap_servers
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(settings.metrics_port)
+        except OSError as err:
+            raise _fail(f"RTMH_METRICS_PORT={settings.metrics_port}: {err.strerror}") from None
+        logging.getLogger("rtmh").info(
+            "Prometheus metrics on http://0.0.0.0:%d/metrics", settings.metrics_port
+        )
     try:
         w = build_worker(settings, settings.postgres_url, settings.kafka_bootstrap_servers)
         _stop_on_signals(w.stop)
