@@ -9,9 +9,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from rtmh.db.migrate import apply_pending
 from rtmh.embedded.broker import EmbeddedBroker
 from rtmh.embedded.postgres import EmbeddedPostgres
-from rtmh.db.migrate import apply_pending
 
 from .ingest_support import (
     BAD_MESSAGES,
