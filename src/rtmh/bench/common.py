@@ -61,11 +61,19 @@ class BenchServers:
     embedded_postgres: bool
     embedded_broker: bool
     workdir: Path
+    #: pids of the embedded servers ("postgres", "broker"), for CPU accounting
+    pids: dict[str, int] = field(default_factory=dict)
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time used so far by each embedded server, its children included."""
+        return {name: process_cpu_seconds(pid) for name, pid in self.pids.items()}
 
     def describe(self) -> dict[str, object]:
         return {
             "postgres": "embedded" if self.embedded_postgres else describe_url(self.admin_url),
-            "broker": "embedded (tansu, memory storage)" if self.embedded_broker else self.bootstrap,
+            "broker": (
+                "embedded (tansu, memory storage)" if self.embedded_broker else self.bootstrap
+            ),
         }
 
 
@@ -104,8 +112,13 @@ def bench_servers(
             broker = EmbeddedBroker(workdir / "broker")
             servers_bootstrap = broker.start()
             wait_for_broker(servers_bootstrap, timeout=30)
+        pids = {}
+        if pg is not None and pg.proc is not None:
+            pids["postgres"] = pg.proc.pid
+        if broker is not None and broker.proc is not None:
+            pids["broker"] = broker.proc.pid
         yield BenchServers(
-            admin_url, servers_bootstrap, pg is not None, broker is not None, workdir
+            admin_url, servers_bootstrap, pg is not None, broker is not None, workdir, pids
         )
     finally:
         if broker is not None:
@@ -151,6 +164,15 @@ class Databases:
             self._template = template
         return self._create(f"{self.prefix}_{label}", self._template)
 
+    def drop(self, url: str) -> None:
+        """Drop one database as soon as its phase is measured, so autovacuum working through
+        its fresh rows never runs during a later phase."""
+        name = urlsplit(url).path.lstrip("/")
+        if name in self.created:
+            with self._admin() as conn:
+                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            self.created.remove(name)
+
     def drop_all(self) -> None:
         with self._admin() as conn:
             for name in reversed(self.created):
@@ -182,7 +204,7 @@ def machine_info() -> dict[str, object]:
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "rtmh": rtmh.__version__,
         "psycopg": f"{psycopg.__version__} ({psycopg.pq.__impl__})",
-        "confluent_kafka": confluent_kafka.version()[0],
+        "confluent_kafka": str(getattr(confluent_kafka, "__version__", "?")),
         "librdkafka": confluent_kafka.libversion()[0],
         "msgspec": msgspec.__version__,
     }
@@ -241,6 +263,24 @@ def figures_table(
     for row in rows:
         table.add_row(*row)
     return table
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, its live children and the children it has reaped
+    (PostgreSQL's backends come and go; the postmaster reaps them)."""
+    try:
+        proc = psutil.Process(pid)
+        times = proc.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        for child in proc.children(recursive=True):
+            try:
+                t = child.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        return float(total)
+    except psutil.Error:
+        return 0.0
 
 
 def rss_mb(pid: int) -> float | None:

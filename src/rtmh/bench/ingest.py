@@ -4,24 +4,32 @@ One run, on one set of servers (issue 3, item 8):
 
 1. N realistic messages from ``rtmh.simulate.Traffic`` (request logs, latency samples, host gauges;
    event time advancing at EVENT_RATE messages/s) are produced to fresh topics.
-2. **COPY ceiling**: the same rows the worker writes (same columns, values and partition/offset),
-   formatted before the clock starts, COPYed into raw_events of a fresh database with no Kafka, one
-   transaction per batch of the worker's batch size. Run before and after the workers; the faster
-   run counts, so drift never flatters the worker.
-3. **Worker**: the real worker (``pipeline.build_worker``: windows merged in the same transaction)
-   in a subprocess of its own, into a fresh database, timed from the first message it receives to
-   the commit that holds the last one; its peak RSS is sampled with psutil (and read back as
-   ru_maxrss). Then the same without the window stage (a plain ``Worker``), so the cost of the
-   windows can be checked against issue 4's "aggregation adds <= 15 %".
+2. **COPY ceiling**: the rows the worker writes (same columns and values, same partition and
+   offset), formatted by the worker's own formatter before the clock starts, COPYed into
+   raw_events of a fresh database with no Kafka, one transaction per batch of the worker's batch
+   size. Run before and after the workers; the faster run counts, so drift never flatters the
+   worker.
+3. **Worker**: ``rtmh worker`` as it runs in production (``pipeline.build_worker``: windows merged
+   in the checkpoint transaction, rules evaluated after it) in a subprocess of its own, into a
+   fresh database, timed from the first message it receives to the commit holding the last one.
+   Its peak RSS is the kernel's high-water mark (VmHWM), with a 20 ms psutil sample beside it.
+   Then the same with windows but no rules engine, and a plain ``Worker`` (no window stage): the
+   ingest stage alone, which issue 3's ">= 70 % of the ceiling" is about (the whole worker is
+   held to it too), and the base of issue 4's "aggregation adds <= 15 %" (windows vs plain).
+   Each worker's database is dropped once measured, so autovacuum working through its rows
+   never runs during a later phase.
 4. **Naive consumer**: one INSERT and one commit per message (confluent-kafka poll + psycopg), run
-   for min(N, NAIVE_MAX) messages and reported as a rate; being per message, its rate does not
-   depend on N.
+   for min(N, NAIVE_MAX) messages and reported as a rate: per message, it does not depend on N.
 
-Worker rows are counted by the worker's own commit hook and checked against PostgreSQL afterwards.
+Every worker run is checked against PostgreSQL afterwards (rows + dead letters = N), and reports
+where its time went: the checkpoint thread's busy time and the poll loop's waits for it.
+RTMH_BENCH_PROFILE=/path/prefix writes a cProfile of each worker run's poll loop (prefix.VARIANT)
+and checkpoint thread (prefix.VARIANT.writer).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -31,7 +39,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +48,7 @@ import psutil
 import psycopg
 from rich.console import Console
 from rich.progress import Progress
+from rich.table import Table
 
 from rtmh.bench.common import (
     BenchServers,
@@ -55,7 +64,7 @@ from rtmh.bench.common import (
 from rtmh.config import Settings
 from rtmh.ingest.batch import Batch
 from rtmh.ingest.decode import decode, kind_for_topic
-from rtmh.ingest.store import RAW_COLUMNS, COPY_RAW_EVENTS, maintain_partitions, raw_events_copy
+from rtmh.ingest.store import COPY_RAW_EVENTS, RAW_COLUMNS, maintain_partitions, raw_events_copy
 from rtmh.records import DecodedRecord, KafkaMessage, Kind
 from rtmh.simulate import Traffic, scenario
 
@@ -74,7 +83,15 @@ TARGETS = {
     "windows_overhead_max": 0.15,
 }
 
+#: worker variants: result key -> (label, what the subprocess builds)
+VARIANTS = {
+    "worker": "rtmh worker (windows + rules)",
+    "worker_windows": "worker: windows, no rules",
+    "worker_plain": "worker: ingest only",
+}
+
 Message = tuple[str, bytes, bytes]  # (kind, key, value)
+Advance = Callable[[int], None]
 
 
 # --- the workload -------------------------------------------------------------------------------
@@ -111,7 +128,7 @@ def produce(
     topics: dict[str, str],
     partitions: int,
     messages: list[Message],
-    advance: Callable[[int], None],
+    advance: Advance,
 ) -> Produced:
     from confluent_kafka import KafkaError
     from confluent_kafka import Message as KMessage
@@ -125,10 +142,11 @@ def produce(
 
     def delivered(i: int) -> Callable[[KafkaError | None, KMessage], None]:
         def callback(err: KafkaError | None, msg: KMessage) -> None:
-            if err is not None:
+            partition, offset = msg.partition(), msg.offset()
+            if err is not None or partition is None or offset is None:
                 failures.append(str(err))
             else:
-                placed[i] = (msg.partition(), msg.offset())
+                placed[i] = (partition, offset)
 
         return callback
 
@@ -154,11 +172,12 @@ def produce(
     return Produced(topics, placed, seconds)
 
 
-def decoded_batches(
+def copy_buffers(
     messages: list[Message], produced: Produced, prefix: str, batch_size: int
-) -> list[Batch]:
-    """The workload as the worker's batches: same rows, same (partition, offset)."""
-    batches: list[Batch] = []
+) -> list[bytes]:
+    """The workload as the worker would COPY it: decoded into batches of ``batch_size`` with the
+    partition and offset each message got, formatted by the worker's own formatter."""
+    buffers: list[bytes] = []
     batch = Batch()
     for (kind, key, value), (partition, offset) in zip(messages, produced.placed, strict=True):
         msg = KafkaMessage(produced.topics[kind], partition, offset, key, value, None)
@@ -166,20 +185,23 @@ def decoded_batches(
         assert topic_kind is not None
         batch.add(msg, decode(msg, topic_kind), 0)
         if len(batch) >= batch_size:
-            batches.append(batch)
+            buffers.append(_buffer(batch))
             batch = Batch()
     if batch:
-        batches.append(batch)
-    rejected = sum(len(b.rejected) for b in batches)
-    if rejected:
-        raise RuntimeError(f"the generated workload has {rejected} messages the decoder rejects")
-    return batches
+        buffers.append(_buffer(batch))
+    return buffers
+
+
+def _buffer(batch: Batch) -> bytes:
+    if batch.rejected:
+        raise RuntimeError(f"the generated workload has {len(batch.rejected)} rejected messages")
+    return raw_events_copy(batch)
 
 
 # --- (a) the ceiling ----------------------------------------------------------------------------
 
 
-def run_copy_ceiling(url: str, buffers: list[bytes], rows: int, advance: Callable[[int], None]) -> dict[str, Any]:
+def run_copy_ceiling(url: str, buffers: list[bytes], rows: int, advance: Advance) -> dict[str, Any]:
     """COPY pre-formatted raw_events rows, one transaction per buffer."""
     with psycopg.connect(url, autocommit=True) as conn:
         maintain_partitions(conn, 2, 7)
@@ -205,8 +227,12 @@ def run_copy_ceiling(url: str, buffers: list[bytes], rows: int, advance: Callabl
 # --- the worker, in a process of its own --------------------------------------------------------
 
 
-def _worker_env(settings: Settings, url: str, bootstrap: str, prefix: str, group: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RTMH_", "POSTGRES_", "KAFKA_"))}
+def _worker_env(
+    settings: Settings, url: str, bootstrap: str, prefix: str, group: str
+) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("RTMH_", "POSTGRES_", "KAFKA_"))
+    }
     env.update(
         POSTGRES_URL=url,
         KAFKA_BOOTSTRAP_SERVERS=bootstrap,
@@ -236,31 +262,26 @@ def _committed(url: str, group: str) -> int:
 
 def run_worker(
     settings: Settings,
+    servers: BenchServers,
     url: str,
-    bootstrap: str,
     prefix: str,
     expected: int,
     *,
-    windows: bool,
-    workdir: Path,
+    variant: str,
     progress: Progress,
-    label: str,
 ) -> dict[str, Any]:
     group = f"rtmh-bench-{uuid.uuid4().hex[:8]}"
-    result_path = workdir / f"{group}.json"
-    log_path = workdir / f"{group}.log"
-    env = _worker_env(settings, url, bootstrap, prefix, group)
+    result_path = servers.workdir / f"{group}.json"
+    log_path = servers.workdir / f"{group}.log"
+    env = _worker_env(settings, url, servers.bootstrap, prefix, group)
     if os.environ.get("RTMH_BENCH_PROFILE"):
-        env["RTMH_BENCH_PROFILE"] = f"{os.environ['RTMH_BENCH_PROFILE']}.{label.split()[-1]}"
-    task = progress.add_task(label, total=expected, note="joining the group")
+        env["RTMH_BENCH_PROFILE"] = f"{os.environ['RTMH_BENCH_PROFILE']}.{variant}"
+    task = progress.add_task(VARIANTS[variant], total=expected, note="joining the group")
+    spec = {"variant": variant, "expected": expected, "result": str(result_path)}
+    servers_cpu = servers.cpu_seconds()
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "rtmh.bench.ingest",
-                json.dumps({"windows": windows, "expected": expected, "result": str(result_path)}),
-            ],
+            [sys.executable, "-m", "rtmh.bench.ingest", json.dumps(spec)],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -272,18 +293,16 @@ def run_worker(
     next_poll = 0.0
     try:
         while proc.poll() is None:
-            try:
+            with contextlib.suppress(psutil.Error):
                 peak_rss = max(peak_rss, handle.memory_info().rss)
-            except psutil.Error:
-                pass
             now = time.monotonic()
             if now >= next_poll:
                 next_poll = now + 0.25
                 done = _committed(url, group)
                 if done != last_done:
                     last_done, last_change = done, now
-                rss = f"RSS {peak_rss / 2**20:.0f} MB"
-                progress.update(task, completed=done, note=rss if done else "joining the group")
+                note = f"RSS {peak_rss / 2**20:.0f} MB" if done else "joining the group"
+                progress.update(task, completed=done, note=note)
                 if now - last_change > STALL_SECONDS:
                     raise RuntimeError(
                         f"worker committed nothing for {STALL_SECONDS:.0f} s; log tail:\n"
@@ -294,6 +313,7 @@ def run_worker(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    servers_after = servers.cpu_seconds()
     if proc.returncode != 0 or not result_path.exists():
         raise RuntimeError(f"worker exited with {proc.returncode}; log tail:\n{_tail(log_path)}")
     child = json.loads(result_path.read_text())
@@ -312,7 +332,7 @@ def run_worker(
         )
     seconds = child["last_commit"] - child["first_message"]
     return {
-        "windows": windows,
+        "variant": VARIANTS[variant],
         "events": expected,
         "seconds": seconds,
         "events_per_s": expected / seconds,
@@ -321,10 +341,14 @@ def run_worker(
         "startup_s": child["startup_s"],
         "cpu_s": child["cpu_s"],
         "cpu_us_per_event": child["cpu_s"] / expected * 1e6,
-        # the kernel's high-water mark when it has one; psutil samples every 20 ms besides
+        # the kernel's high-water mark; psutil, sampling every 20 ms, can only see less
         "rss_peak_mb": max(peak_rss / 2**20, child["vm_hwm_mb"] or 0.0),
         "rss_peak_sampled_mb": peak_rss / 2**20,
         "metrics_agg_rows": windows_rows,
+        "writer_busy_s": child["writer_busy_s"],
+        "loop_waits_for_writer_s": child["loop_waits_for_writer_s"],
+        # whole subprocess lifetime (group join included), embedded servers only
+        "server_cpu_s": {k: servers_after[k] - v for k, v in servers_cpu.items()},
     }
 
 
@@ -361,8 +385,11 @@ def _child_main(spec: dict[str, Any]) -> None:
     url, bootstrap = settings.postgres_url, settings.kafka_bootstrap_servers
     assert url and bootstrap
     expected: int = spec["expected"]
-    if spec["windows"]:
+    variant = spec["variant"]
+    if variant == "worker":
         worker = build_worker(settings, url, bootstrap)
+    elif variant == "worker_windows":
+        worker = build_worker(settings, url, bootstrap, rules=False)
     else:
         worker = Worker(settings, url, bootstrap)
     started = time.perf_counter()
@@ -387,13 +414,50 @@ def _child_main(spec: dict[str, Any]) -> None:
         if committed[0] >= expected:
             worker.stop()
 
-    setattr(worker, "_take", timed_take)  # noqa: B010 - instance-level timing wrapper
-    worker.after_commit.append(on_commit)
+    # where the time goes: the writer thread's busy time, and the poll loop's waits for it
+    spent = {"writer_busy_s": 0.0, "loop_waits_for_writer_s": 0.0}
+    write = getattr(worker, "_write", None)  # absent from a worker without a writer thread
+    join = getattr(worker, "_join", None)
+
     profile_to = os.environ.get("RTMH_BENCH_PROFILE")
-    if profile_to:  # for whoever optimises the hot path: cProfile of the worker's main thread
+    writer_profile = None
+    if profile_to:
+        import cProfile
+
+        writer_profile = cProfile.Profile()
+
+    def timed_write(*args: Any) -> Any:
+        assert write is not None
+        t0 = time.perf_counter()
+        if writer_profile is not None:
+            writer_profile.enable()
+        try:
+            return write(*args)
+        finally:
+            if writer_profile is not None:
+                writer_profile.disable()
+            spent["writer_busy_s"] += time.perf_counter() - t0
+
+    def timed_join() -> None:
+        assert join is not None
+        inflight = worker._inflight
+        t0 = time.perf_counter()
+        join()
+        if inflight is not None and "first_message" in clock:
+            spent["loop_waits_for_writer_s"] += time.perf_counter() - t0
+
+    # instance-level wrappers: the worker's code runs unchanged
+    setattr(worker, "_take", timed_take)  # noqa: B010
+    if write is not None and join is not None:
+        setattr(worker, "_write", timed_write)  # noqa: B010
+        setattr(worker, "_join", timed_join)  # noqa: B010
+    worker.after_commit.append(on_commit)
+    if profile_to:  # for whoever optimises the hot path: cProfile of the loop and the writer
         import cProfile
 
         cProfile.runctx("worker.run()", globals(), {"worker": worker}, profile_to)
+        if writer_profile is not None:
+            writer_profile.dump_stats(f"{profile_to}.writer")
     else:
         worker.run()
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -406,6 +470,7 @@ def _child_main(spec: dict[str, Any]) -> None:
         "last_commit": clock.get("last_commit", 0.0),
         "cpu_s": usage.ru_utime + usage.ru_stime - cpu_at_first[0],
         "vm_hwm_mb": _peak_rss_mb(),
+        **spent,
     }
     Path(spec["result"]).write_text(json.dumps(result))
 
@@ -422,7 +487,7 @@ def run_naive(
     topics: list[str],
     partitions: int,
     limit: int,
-    advance: Callable[[int], None],
+    advance: Advance,
 ) -> dict[str, Any]:
     """One message at a time: poll, decode, INSERT, COMMIT."""
     from confluent_kafka import OFFSET_BEGINNING, TopicPartition
@@ -482,221 +547,232 @@ def run_naive(
         "seconds": seconds,
         "events_per_s": done / seconds,
         "extrapolated": True,
-        "note": f"measured over {done:,} messages; a per-message rate does not depend on N",
+        "note": f"rate measured over {done:,} messages; per message, it does not depend on N",
     }
 
 
 # --- the whole run ------------------------------------------------------------------------------
 
 
-@dataclass
-class IngestBench:
-    settings: Settings
-    events: int
-    console: Console
-    naive_max: int = NAIVE_MAX
-    results: dict[str, Any] = field(default_factory=dict)
+def _phase(
+    progress: Progress, label: str, total: int, work: Callable[[Advance], Any], note: str = ""
+) -> Any:
+    task = progress.add_task(label, total=total, note=note)
 
-    def run(self) -> dict[str, Any]:
-        s = self.settings
-        with bench_servers(s.postgres_url, s.kafka_bootstrap_servers, console=self.console) as srv:
-            dbs = Databases(srv.admin_url)
-            try:
-                return self._run(srv, dbs)
-            finally:
-                dbs.drop_all()
+    def advance(k: int) -> None:
+        progress.advance(task, k)
 
-    def _run(self, srv: BenchServers, dbs: Databases) -> dict[str, Any]:
-        s = self.settings
-        n = self.events
-        prefix = f"bench{uuid.uuid4().hex[:8]}."
-        topics = {k.value: f"{prefix}{k.value}" for k in Kind}
-        figures: dict[str, Any] = {}
-        with progress_bar(self.console) as progress:
-            messages = self._phase(progress, "generate", n, lambda adv: _generate(n, adv))
-            produced = self._phase(
+    out = work(advance)
+    progress.update(task, completed=total)
+    return out
+
+
+def run(
+    settings: Settings, events: int, console: Console, *, naive_max: int = NAIVE_MAX
+) -> dict[str, Any]:
+    """The whole benchmark on POSTGRES_URL / KAFKA_BOOTSTRAP_SERVERS or embedded servers."""
+    started_at = now_iso()
+    with bench_servers(
+        settings.postgres_url, settings.kafka_bootstrap_servers, console=console
+    ) as servers:
+        dbs = Databases(servers.admin_url)
+        try:
+            result = _run(settings, servers, dbs, events, console, naive_max)
+        finally:
+            dbs.drop_all()
+    return {"started_at": started_at, **result}
+
+
+def _run(
+    s: Settings,
+    servers: BenchServers,
+    dbs: Databases,
+    n: int,
+    console: Console,
+    naive_max: int,
+) -> dict[str, Any]:
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    topics = {k.value: f"{prefix}{k.value}" for k in Kind}
+    figures: dict[str, Any] = {}
+    with progress_bar(console) as progress:
+        produced, buffers, by_topic, payload_bytes = _workload(
+            s, servers, progress, prefix, topics, n
+        )
+
+        def ceiling(name: str) -> dict[str, Any]:
+            url = dbs.fresh(name)
+            result: dict[str, Any] = _phase(
                 progress,
-                "produce",
+                f"COPY ceiling ({name[-1]})",
                 n,
-                lambda adv: produce(srv.bootstrap, topics, s.partitions, messages, adv),
+                lambda adv: run_copy_ceiling(url, buffers, n, adv),
             )
-            batches = decoded_batches(messages, produced, prefix, s.batch_max_messages)
-            buffers = [raw_events_copy(b) for b in batches]
-            counts = Counter(kind for kind, _, _ in messages)
-            payload_bytes = sum(len(v) for _, _, v in messages)
-            del messages
-            copy_runs = [
-                self._phase(
-                    progress,
-                    "COPY ceiling (1)",
-                    n,
-                    lambda adv: run_copy_ceiling(dbs.fresh("copy1"), buffers, n, adv),
-                )
-            ]
-            for windows, label in ((True, "worker"), (False, "worker (no windows)")):
-                figures["worker" if windows else "worker_no_windows"] = run_worker(
-                    s,
-                    dbs.fresh("worker" if windows else "plain"),
-                    srv.bootstrap,
-                    prefix,
-                    n,
-                    windows=windows,
-                    workdir=srv.workdir,
-                    progress=progress,
-                    label=label,
-                )
-            copy_runs.append(
-                self._phase(
-                    progress,
-                    "COPY ceiling (2)",
-                    n,
-                    lambda adv: run_copy_ceiling(dbs.fresh("copy2"), buffers, n, adv),
-                )
+            dbs.drop(url)
+            return result
+
+        copy_runs = [ceiling("copy1")]
+        for variant in VARIANTS:
+            url = dbs.fresh(variant)
+            figures[variant] = run_worker(
+                s, servers, url, prefix, n, variant=variant, progress=progress
             )
-            naive_n = min(n, self.naive_max)
-            figures["naive"] = self._phase(
-                progress,
-                "naive consumer",
+            dbs.drop(url)
+        copy_runs.append(ceiling("copy2"))
+        naive_n = min(n, naive_max)
+        naive_url = dbs.fresh("naive")
+        figures["naive"] = _phase(
+            progress,
+            "naive consumer",
+            naive_n,
+            lambda adv: run_naive(
+                naive_url,
+                servers.bootstrap,
+                prefix,
+                list(topics.values()),
+                s.partitions,
                 naive_n,
-                lambda adv: run_naive(
-                    dbs.fresh("naive"),
-                    srv.bootstrap,
-                    prefix,
-                    list(topics.values()),
-                    s.partitions,
-                    naive_n,
-                    adv,
-                ),
-            )
-        best = max(copy_runs, key=lambda r: r["rows_per_s"])
-        figures["copy_ceiling"] = {
-            **best,
-            "runs_rows_per_s": [r["rows_per_s"] for r in copy_runs],
-            "method": "pre-formatted COPY text, one transaction per batch of "
-            f"{s.batch_max_messages:,} rows; best of a run before and one after the workers",
-        }
-        worker, plain = figures["worker"], figures["worker_no_windows"]
-        ratios = {
-            "worker_vs_ceiling": worker["events_per_s"] / best["rows_per_s"],
-            "worker_vs_naive": worker["events_per_s"] / figures["naive"]["events_per_s"],
-            "windows_overhead": worker["seconds"] / plain["seconds"] - 1,
-        }
-        met = {
-            "worker_vs_ceiling": ratios["worker_vs_ceiling"] >= TARGETS["worker_vs_ceiling_min"],
-            "worker_vs_naive": ratios["worker_vs_naive"] >= TARGETS["worker_vs_naive_min"],
-            "worker_rss": worker["rss_peak_mb"] < TARGETS["worker_rss_max_mb"],
-            "windows_overhead": ratios["windows_overhead"] <= TARGETS["windows_overhead_max"],
-        }
-        pg_url = dbs.fresh("info")
-        return {
-            "benchmark": "ingest",
-            "started_at": self.results.get("started_at"),
-            "finished_at": now_iso(),
-            "command": "rtmh bench ingest --events " + str(n),
-            "machine": machine_info(),
-            "servers": srv.describe(),
-            "postgres": {
-                **postgres_info(pg_url),
-                "mode": "embedded, the defaults of `rtmh up` (durable: fsync and "
-                "synchronous_commit on)"
-                if srv.embedded_postgres
-                else "external (POSTGRES_URL)",
-            },
-            "workload": {
-                "events": n,
-                "by_topic": dict(counts),
-                "avg_message_bytes": payload_bytes / n,
-                "partitions_per_topic": s.partitions,
-                "event_time_rate_per_s": EVENT_RATE,
-                "batch_max_messages": s.batch_max_messages,
-                "batch_max_ms": s.batch_max_ms,
-                "produce_seconds": produced.seconds,
-            },
-            "results": figures,
-            "ratios": ratios,
-            "targets": TARGETS,
-            "targets_met": met,
-        }
-
-    def _phase(
-        self, progress: Progress, label: str, total: int, work: Callable[[Callable[[int], None]], Any]
-    ) -> Any:
-        task = progress.add_task(label, total=total, note="")
-
-        def advance(k: int) -> None:
-            progress.advance(task, k)
-
-        out = work(advance)
-        progress.update(task, completed=total)
-        return out
+                adv,
+            ),
+            "1 INSERT + COMMIT a message",
+        )
+    best = max(copy_runs, key=lambda r: float(r["rows_per_s"]))
+    figures["copy_ceiling"] = {
+        **best,
+        "runs_rows_per_s": [r["rows_per_s"] for r in copy_runs],
+        "method": "the worker's COPY text, formatted before the clock starts, one transaction "
+        f"per {s.batch_max_messages:,} rows; best of one run before and one after the workers",
+    }
+    worker, windows, plain = (figures[k] for k in VARIANTS)
+    ratios = {
+        # issue 3's target is the ingest stage's; the whole worker is held to it too
+        "ingest_worker_vs_ceiling": plain["events_per_s"] / best["rows_per_s"],
+        "worker_vs_ceiling": worker["events_per_s"] / best["rows_per_s"],
+        "worker_vs_naive": worker["events_per_s"] / figures["naive"]["events_per_s"],
+        # issue 4: what aggregation adds to the ingest benchmark's time
+        "windows_overhead": windows["seconds"] / plain["seconds"] - 1,
+        "windows_and_rules_overhead": worker["seconds"] / plain["seconds"] - 1,
+    }
+    ceiling_min = TARGETS["worker_vs_ceiling_min"]
+    met = {
+        "ingest_worker_vs_ceiling": ratios["ingest_worker_vs_ceiling"] >= ceiling_min,
+        "worker_vs_ceiling": ratios["worker_vs_ceiling"] >= ceiling_min,
+        "worker_vs_naive": ratios["worker_vs_naive"] >= TARGETS["worker_vs_naive_min"],
+        "worker_rss": max(r["rss_peak_mb"] for r in (worker, windows, plain))
+        < TARGETS["worker_rss_max_mb"],
+        "windows_overhead": ratios["windows_overhead"] <= TARGETS["windows_overhead_max"],
+    }
+    pg_mode = (
+        "embedded, the settings `rtmh up` uses (durable: fsync and synchronous_commit on)"
+        if servers.embedded_postgres
+        else "external (POSTGRES_URL)"
+    )
+    return {
+        "benchmark": "ingest",
+        "finished_at": now_iso(),
+        "command": f"rtmh bench ingest --events {n}",
+        "machine": machine_info(),
+        "servers": servers.describe(),
+        "postgres": {**postgres_info(dbs.fresh("info")), "mode": pg_mode},
+        "workload": {
+            "events": n,
+            "by_topic": dict(by_topic),
+            "avg_message_bytes": payload_bytes / n,
+            "partitions_per_topic": s.partitions,
+            "event_time_rate_per_s": EVENT_RATE,
+            "batch_max_messages": s.batch_max_messages,
+            "batch_max_ms": s.batch_max_ms,
+            "produce_seconds": produced.seconds,
+        },
+        "results": figures,
+        "ratios": ratios,
+        "targets": TARGETS,
+        "targets_met": met,
+    }
 
 
-def _generate(n: int, advance: Callable[[int], None]) -> list[Message]:
+def _workload(
+    s: Settings,
+    servers: BenchServers,
+    progress: Progress,
+    prefix: str,
+    topics: dict[str, str],
+    n: int,
+) -> tuple[Produced, list[bytes], Counter[str], int]:
+    """Generate and produce the messages; keep only the COPY buffers and counts afterwards."""
+    messages: list[Message] = _phase(
+        progress, "generate", n, lambda adv: _generate(n, adv), "rtmh.simulate.Traffic"
+    )
+    produced: Produced = _phase(
+        progress,
+        "produce",
+        n,
+        lambda adv: produce(servers.bootstrap, topics, s.partitions, messages, adv),
+    )
+    buffers = copy_buffers(messages, produced, prefix, s.batch_max_messages)
+    by_topic = Counter(kind for kind, _, _ in messages)
+    return produced, buffers, by_topic, sum(len(v) for _, _, v in messages)
+
+
+def _generate(n: int, advance: Advance) -> list[Message]:
     out = generate(n)
     advance(n)
     return out
 
 
-def run(settings: Settings, events: int, console: Console) -> dict[str, Any]:
-    bench = IngestBench(settings, events, console)
-    bench.results["started_at"] = now_iso()
-    return bench.run()
+# --- output -------------------------------------------------------------------------------------
 
 
-def _rate(v: float) -> str:
-    return f"{v:,.0f}"
-
-
-def render(result: dict[str, Any]) -> Iterator[Any]:
-    """The tables for the console."""
+def render(result: dict[str, Any]) -> Iterator[Table]:
+    """The figures table and the targets table."""
     r, ratios, met = result["results"], result["ratios"], result["targets_met"]
     ceiling = r["copy_ceiling"]["rows_per_s"]
+    c = r["copy_ceiling"]
     rows = [
         [
             "COPY ceiling (no Kafka)",
-            f"{r['copy_ceiling']['rows']:,}",
-            f"{r['copy_ceiling']['seconds']:.2f}",
-            _rate(ceiling),
-            "100 %",
+            f"{c['rows']:,}",
+            f"{c['seconds']:.2f}",
+            f"{ceiling:,.0f}",
+            "100%",
             "-",
-            "pre-formatted COPY, best of 2",
+            "-",
         ]
     ]
-    for key, label in (("worker", "worker (with windows)"), ("worker_no_windows", "worker (no windows)")):
+    for key, label in VARIANTS.items():
         w = r[key]
         rows.append(
             [
                 label,
                 f"{w['events']:,}",
                 f"{w['seconds']:.2f}",
-                _rate(w["events_per_s"]),
+                f"{w['events_per_s']:,.0f}",
                 f"{w['events_per_s'] / ceiling:.0%}",
                 f"{w['rss_peak_mb']:.0f} MB",
-                f"{w['batches']} batches, {w['cpu_us_per_event']:.1f} µs CPU/event",
+                f"{w['cpu_us_per_event']:.1f}",
             ]
         )
     naive = r["naive"]
     rows.append(
         [
-            "naive (INSERT+commit each)",
+            "naive (INSERT + commit each)",
             f"{naive['messages']:,}",
             f"{naive['seconds']:.2f}",
-            _rate(naive["events_per_s"]),
+            f"{naive['events_per_s']:,.0f}",
             f"{naive['events_per_s'] / ceiling:.1%}",
             "-",
-            f"rate measured over {naive['messages']:,} messages",
+            "-",
         ]
     )
-    m = result["machine"]
-    pg = result["postgres"]
+    m, pg, wl = result["machine"], result["postgres"], result["workload"]
     caption = (
-        f"{m['cpu_model']}, {m['cpu_logical_cores']} cores, {m['ram_gb']} GB; {m['python']}; "
-        f"PostgreSQL {pg['version']} ({pg['mode']}); "
-        f"{result['workload']['avg_message_bytes']:.0f}-byte messages"
+        f"{m['cpu_model']}, {m['cpu_logical_cores']} cores, {m['ram_gb']} GB RAM; {m['python']}; "
+        f"PostgreSQL {pg['version']}, {pg['mode']}. {wl['avg_message_bytes']:.0f}-byte messages, "
+        f"batches of {wl['batch_max_messages']:,}. Worker: first message to last commit. "
+        f"Ceiling: {c['method']}. Naive: {naive['note']}."
     )
     yield figures_table(
-        f"rtmh bench ingest: {result['workload']['events']:,} events",
-        ("run", "events", "seconds", "events/s", "of ceiling", "RSS peak", "notes"),
+        f"rtmh bench ingest: {wl['events']:,} events",
+        ("run", "events", "seconds", "events/s", "of ceiling", "RSS peak", "CPU µs/event"),
         rows,
         caption=caption,
     )
@@ -705,27 +781,33 @@ def render(result: dict[str, Any]) -> Iterator[Any]:
         return "[green]met[/]" if ok else "[red]missed[/]"
 
     t = result["targets"]
+    rss = max(r[k]["rss_peak_mb"] for k in VARIANTS)
     yield figures_table(
         "targets (issue 3; windows: issue 4)",
         ("target", "measured", ""),
         [
             [
-                f"worker >= {t['worker_vs_ceiling_min']:.0%} of the COPY ceiling",
+                f"ingest worker >= {t['worker_vs_ceiling_min']:.0%} of the COPY ceiling",
+                f"{ratios['ingest_worker_vs_ceiling']:.0%}",
+                mark(met["ingest_worker_vs_ceiling"]),
+            ],
+            [
+                f"rtmh worker >= {t['worker_vs_ceiling_min']:.0%} of the COPY ceiling",
                 f"{ratios['worker_vs_ceiling']:.0%}",
                 mark(met["worker_vs_ceiling"]),
             ],
             [
-                f"worker >= {t['worker_vs_naive_min']:.0f}x the naive consumer",
+                f"rtmh worker >= {t['worker_vs_naive_min']:.0f}x the naive consumer",
                 f"{ratios['worker_vs_naive']:.1f}x",
                 mark(met["worker_vs_naive"]),
             ],
             [
                 f"worker RSS < {t['worker_rss_max_mb']:.0f} MB",
-                f"{r['worker']['rss_peak_mb']:.0f} MB",
+                f"{rss:.0f} MB",
                 mark(met["worker_rss"]),
             ],
             [
-                f"windows add <= {t['windows_overhead_max']:.0%}",
+                f"windows add <= {t['windows_overhead_max']:.0%} to the ingest worker's time",
                 f"{ratios['windows_overhead']:+.1%}",
                 mark(met["windows_overhead"]),
             ],

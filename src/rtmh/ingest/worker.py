@@ -6,10 +6,13 @@ killed worker loses and duplicates nothing: its successor starts where the last 
 
 from __future__ import annotations
 
+import gc
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import psycopg
@@ -41,6 +44,69 @@ InTransaction = Callable[[psycopg.Connection, Batch], None]
 
 TOPIC_CHECK_SECONDS = 5.0
 MAINTENANCE_SECONDS = 3600.0
+GC_SECONDS = 10.0
+#: GIL switch interval while a worker runs (Python's default is 5 ms)
+SWITCH_INTERVAL_S = 0.001
+
+
+class _RuntimeTuning:
+    """Interpreter settings for as long as at least one worker runs in this process.
+
+    - The cyclic GC: startup objects frozen, automatic collections off, a full collection every
+      GC_SECONDS from the loop instead. Each batch holds ~100k tracked objects; automatic
+      collections rescanned them (and ~60k startup objects) every few thousand messages. The
+      ingest path makes no reference cycles (a batch is freed by reference counting once its
+      checkpoint settles), so what waits for the timed collection is the odd traceback.
+    - The GIL switch interval, 5 ms -> 1 ms: the checkpoint thread gets the GIL back sooner to
+      format the next COPY chunk, so PostgreSQL is not left without rows while the poll loop
+      decodes (alone: 143k -> 149k events/s).
+
+    Both together, ingest benchmark (200k events): worker CPU 7.9 -> 5.9 µs an event,
+    113k -> 149k events/s (measured, ingest-only worker).
+
+    Counted, so workers running side by side in one process (tests) restore the settings once,
+    when the last one stops.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._gc_was_enabled = True
+        self._switch_interval = 0.005
+
+    def acquire(self) -> None:
+        with self._lock:
+            self._users += 1
+            if self._users > 1:
+                return
+            self._gc_was_enabled = gc.isenabled()
+            self._switch_interval = sys.getswitchinterval()
+            gc.collect()
+            gc.freeze()
+            gc.disable()
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users > 0:
+                return
+            sys.setswitchinterval(self._switch_interval)
+            gc.unfreeze()
+            if self._gc_was_enabled:
+                gc.enable()
+
+
+_TUNING = _RuntimeTuning()
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """How a checkpoint ended; neither committed nor fenced = given up (stopping, DB down)."""
+
+    committed: bool
+    fenced: Fenced | None = None
+    seconds: float = 0.0
 
 
 @dataclass
@@ -85,6 +151,9 @@ class Worker:
         self._consumer: Consumer | None = None
         self._reader: MessageReader | None = None
         self._stop = threading.Event()
+        self._kinds: dict[str, Kind | None] = {}
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtmh-checkpoint")
+        self._inflight: tuple[Batch, Future[_Outcome]] | None = None
         self.committed_batches = 0
 
     # --- PostgreSQL ------------------------------------------------------------------------
@@ -137,6 +206,7 @@ class Worker:
         return Probe(marks, message_digest(to_record(msg)))
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._join()
         stored: dict[Partition, StoredOffset] = {}
 
         def load(conn: psycopg.Connection) -> None:
@@ -168,6 +238,7 @@ class Worker:
         log.info("revoked %d partition(s)", len(partitions))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._join()
         lost = {(tp.topic, tp.partition) for tp in partitions}
         self.batch.drop_partitions(lost)
         self.owned.release(lost)
@@ -178,53 +249,106 @@ class Worker:
         )
 
     # --- the checkpoint ------------------------------------------------------------------------
+    # Checkpoints run on a writer thread, one at a time, so the poll loop reads and decodes the
+    # next batch while PostgreSQL takes this one: both cores busy instead of taking turns (ingest
+    # benchmark, 200k events: 104k -> 149k events/s, measured). The main thread touches the
+    # connection and the ownership only after ``_join``: nothing it does races the writer.
+
     def checkpoint(self) -> None:
-        """Commit the batch: rows, dead letters, partials and offsets in one transaction."""
+        """Commit the batch: rows, dead letters, partials and offsets in one transaction.
+
+        Returns once it is settled: committed (after-commit hooks run), fenced, or given up
+        because the worker is stopping while PostgreSQL is unreachable."""
+        self._join()
+        self._submit()
+        self._join()
+
+    def _submit(self) -> None:
+        """Hand the batch to the writer thread (after the one in flight has settled)."""
+        self._join()
         batch = self.batch
         if not batch:
             return
-        started = time.perf_counter()
         expected = {p: self.owned.expected.get(p) for p in batch.progress}
+        self.batch = Batch()
+        self._inflight = (batch, self._writer.submit(self._write, batch, expected))
+
+    def _write(self, batch: Batch, expected: dict[Partition, StoredOffset | None]) -> _Outcome:
+        """On the writer thread: the transaction, retried while PostgreSQL is unavailable, then
+        the after-commit hooks (in commit order, as soon as the commit is durable)."""
+        started = time.perf_counter()
         fenced: list[Fenced] = []
 
         def write(conn: psycopg.Connection) -> None:
-            try:
-                write_batch_exactly_once(
-                    conn, self.settings.group_id, batch, expected, self.in_transaction
-                )
-            except Fenced as err:
-                fenced.append(err)
-            except psycopg.errors.DataError as err:
-                if not quarantine_invalid_json(conn, batch):
-                    raise
-                log.warning("dead-lettered rows PostgreSQL refused (%s); retrying the batch", err)
-                write(conn)
+            # a loop, not a recursive closure: a closure that calls itself is a reference cycle,
+            # and it kept each 20,000-message batch alive until the cyclic GC found it
+            while True:
+                try:
+                    write_batch_exactly_once(
+                        conn, self.settings.group_id, batch, expected, self.in_transaction
+                    )
+                    return
+                except Fenced as err:
+                    fenced.append(err)
+                    return
+                except psycopg.errors.DataError as err:
+                    if not quarantine_invalid_json(conn, batch):
+                        raise
+                    log.warning(
+                        "dead-lettered rows PostgreSQL refused (%s); retrying the batch", err
+                    )
 
         if not self._with_db_retry("checkpoint", write):
-            return
-        self.batch = Batch()
+            return _Outcome(committed=False)
         if fenced:
-            metrics.FENCED.inc()
-            log.warning("batch of %d dropped, offsets moved under us: %s", len(batch), fenced[0])
-            self._reseek(set(batch.progress))
-            return
-        for part, prog in batch.progress.items():
-            if part in self.owned.expected:
-                self.owned.expected[part] = StoredOffset(
-                    prog.generation, prog.next_offset, prog.last_digest
-                )
-        self._count(batch, time.perf_counter() - started)
+            return _Outcome(committed=False, fenced=fenced[0])
+        seconds = time.perf_counter() - started
         for hook in self.after_commit:
             hook(batch)
+        return _Outcome(committed=True, seconds=seconds)
+
+    def _join(self) -> None:
+        """Wait for the batch in flight and settle it: ownership and metrics when committed,
+        a reseek when fenced, back in front of the current batch when given up."""
+        if self._inflight is None:
+            return
+        batch, future = self._inflight
+        self._inflight = None
+        outcome = future.result()  # re-raises what the writer raised
+        if outcome.committed:
+            for part, prog in batch.progress.items():
+                if part in self.owned.expected:
+                    self.owned.expected[part] = StoredOffset(
+                        prog.generation, prog.next_offset, prog.last_digest
+                    )
+            self._count(batch, outcome.seconds)
+        elif outcome.fenced is not None:
+            metrics.FENCED.inc()
+            log.warning(
+                "batch of %d dropped, offsets moved under us: %s", len(batch), outcome.fenced
+            )
+            parts = set(batch.progress)
+            # what was read after the fenced batch follows it: drop it too, the reseek rereads it
+            self.batch.drop_partitions(parts)
+            self._reseek(parts)
+        else:
+            # nothing of it was committed, so nothing read after it may be committed alone
+            batch.absorb(self.batch)
+            self.batch = batch
 
     def _count(self, batch: Batch, seconds: float) -> None:
         self.committed_batches += 1
         metrics.BATCH_SIZE.observe(len(batch))
         metrics.BATCH_SECONDS.observe(seconds)
-        for msg, _ in batch.records:
-            metrics.WRITTEN.labels(msg.topic).inc()
-        for msg, _ in batch.rejected:
-            metrics.DEAD_LETTERED.labels(msg.topic).inc()
+        for counter, pairs in (
+            (metrics.WRITTEN, batch.records),
+            (metrics.DEAD_LETTERED, batch.rejected),
+        ):
+            per_topic: dict[str, int] = {}
+            for msg, _ in pairs:
+                per_topic[msg.topic] = per_topic.get(msg.topic, 0) + 1
+            for topic, count in per_topic.items():
+                counter.labels(topic).inc(count)
 
     def _reseek(self, parts: set[Partition]) -> None:
         """After a fenced batch: go back to what PostgreSQL says for partitions still ours."""
@@ -253,6 +377,13 @@ class Worker:
         return kind_for_topic(topic, self.settings.topic_prefix)
 
     def _take(self, raw: list[Message]) -> None:
+        # locals and one counter update per topic and call: labels().inc() per message cost
+        # ~2 µs of the ~12 µs a message took (measured)
+        batch = self.batch
+        generations = self.owned.generation
+        kinds = self._kinds
+        max_bytes = self.settings.max_message_bytes
+        consumed: dict[str, int] = {}
         for m in raw:
             err = m.error()
             if err is not None:
@@ -260,19 +391,24 @@ class Worker:
                     log.debug("consumer: %s", err)
                 continue
             rec = to_record(m)
-            part = (rec.topic, rec.partition)
-            generation = self.owned.generation.get(part)
-            kind = self._kind(part[0])
+            topic = rec.topic
+            generation = generations.get((topic, rec.partition))
+            if topic in kinds:
+                kind = kinds[topic]
+            else:
+                kind = kinds[topic] = self._kind(topic)
             if generation is None or kind is None:
                 continue
-            metrics.CONSUMED.labels(rec.topic).inc()
-            if not self.batch:
+            consumed[topic] = consumed.get(topic, 0) + 1
+            if not batch:
                 self.batch_started = time.monotonic()
-            self.batch.add(
-                rec, decode(rec, kind, max_bytes=self.settings.max_message_bytes), generation
-            )
+            batch.add(rec, decode(rec, kind, max_bytes=max_bytes), generation)
+        for topic, count in consumed.items():
+            metrics.CONSUMED.labels(topic).inc(count)
 
     def _maintain(self) -> None:
+        self._join()
+
         def run(conn: psycopg.Connection) -> None:
             for line in maintain_partitions(conn, 2, self.settings.retention_days):
                 log.info("raw_events partitions: %s", line)
@@ -292,9 +428,11 @@ class Worker:
             self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         log.info("worker consuming %s as group %s", ", ".join(self.topics), s.group_id)
+        _TUNING.acquire()
         max_wait = s.batch_max_ms / 1000
         next_topic_check = time.monotonic() + TOPIC_CHECK_SECONDS
         next_maintenance = time.monotonic() + MAINTENANCE_SECONDS
+        next_gc = time.monotonic() + GC_SECONDS
         try:
             while not self._stop.is_set():
                 room = s.batch_max_messages - len(self.batch)
@@ -304,11 +442,13 @@ class Worker:
                     else max(0.0, self.batch_started + max_wait - time.monotonic())
                 )
                 self._take(consumer.consume(num_messages=min(room, 10_000), timeout=min(wait, 0.5)))
+                if self._inflight is not None and self._inflight[1].done():
+                    self._join()
                 now = time.monotonic()
                 if self.batch and (
                     len(self.batch) >= s.batch_max_messages or now >= self.batch_started + max_wait
                 ):
-                    self.checkpoint()
+                    self._submit()
                 if now >= next_topic_check:
                     # the embedded broker forgets its topics on restart; recreate them
                     next_topic_check = now + TOPIC_CHECK_SECONDS
@@ -319,8 +459,14 @@ class Worker:
                 if now >= next_maintenance:
                     next_maintenance = now + MAINTENANCE_SECONDS
                     self._maintain()
+                if now >= next_gc:
+                    next_gc = now + GC_SECONDS
+                    gc.collect()
             self.checkpoint()
         finally:
+            self._stop.set()  # a checkpoint still retrying (we are here on an error) gives up
+            self._writer.shutdown(wait=True)
+            _TUNING.release()
             for hook in self.on_stop:
                 hook()
             consumer.close()  # leaves the group at once, so partitions move without waiting

@@ -1,0 +1,174 @@
+"""`rtmh bench ingest` end to end (small, no timing assertions), and the hand-written COPY text
+the worker and the benchmark's ceiling share, checked against psycopg's own row formatting."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from rtmh.embedded.postgres import EmbeddedPostgres
+from rtmh.ingest.batch import Batch
+from rtmh.ingest.store import COPY_RAW_EVENTS, RAW_COLUMNS, raw_events_copy
+from rtmh.records import DecodedRecord, KafkaMessage, Kind
+
+
+def test_bench_ingest_writes_its_figures(
+    pg_server: EmbeddedPostgres, broker: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "bench.json"
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("RTMH_", "POSTGRES_", "KAFKA_"))
+    }
+    env.update(POSTGRES_URL=pg_server.admin_url(), KAFKA_BOOTSTRAP_SERVERS=broker)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rtmh.cli",
+            "bench",
+            "ingest",
+            "--events",
+            "5000",
+            "--json",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "COPY ceiling" in proc.stdout and "naive" in proc.stdout, proc.stdout
+    result = json.loads(out.read_text())
+
+    assert result["benchmark"] == "ingest"
+    assert result["workload"]["events"] == 5000
+    assert sum(result["workload"]["by_topic"].values()) == 5000
+    assert set(result["workload"]["by_topic"]) <= {"logs", "metrics", "events"}
+    for key in ("cpu_model", "cpu_logical_cores", "ram_gb", "python", "psycopg", "librdkafka"):
+        assert result["machine"][key], key
+    assert result["postgres"]["version"]
+    assert result["postgres"]["settings"]["fsync"] in ("on", "off")
+
+    figures = result["results"]
+    ceiling = figures["copy_ceiling"]
+    assert ceiling["rows"] == 5000 and ceiling["rows_per_s"] > 0
+    assert len(ceiling["runs_rows_per_s"]) == 2
+    for key in ("worker", "worker_windows", "worker_plain"):
+        run = figures[key]
+        assert run["events"] == 5000, key
+        assert run["seconds"] > 0 and run["events_per_s"] > 0, key
+        assert run["batches"] >= 1 and run["cpu_s"] > 0, key
+        assert 0 < run["rss_peak_mb"] < 2000, key
+    assert figures["worker"]["metrics_agg_rows"] > 0  # the windows were merged
+    assert figures["worker_windows"]["metrics_agg_rows"] > 0
+    assert figures["worker_plain"]["metrics_agg_rows"] == 0
+    naive = figures["naive"]
+    assert naive["messages"] == 5000 and naive["events_per_s"] > 0
+
+    ratios = result["ratios"]
+    assert ratios["worker_vs_ceiling"] > 0 and ratios["worker_vs_naive"] > 0
+    assert ratios["ingest_worker_vs_ceiling"] > 0
+    assert set(result["targets_met"]) == {
+        "ingest_worker_vs_ceiling",
+        "worker_vs_ceiling",
+        "worker_vs_naive",
+        "worker_rss",
+        "windows_overhead",
+    }
+    assert all(isinstance(v, bool) for v in result["targets_met"].values())
+
+
+# --- the COPY text ---------------------------------------------------------------------------
+
+TRICKY: list[tuple[bytes | None, DecodedRecord]] = [
+    (
+        b"api",
+        DecodedRecord(Kind.LOGS, '{"msg":"plain"}', 1_700_000_000.0, "api", "h1", "info"),
+    ),
+    (
+        None,
+        DecodedRecord(
+            Kind.LOGS,
+            '{"msg": "quote \\" backslash \\\\ newline \\n tab \\t",\n\t"level":"error"}\r\n',
+            1_700_000_000.0000005,  # half a microsecond: datetime rounds half to even
+            "svc\\with\tescapes",
+            None,
+            None,
+            flags=("ts_out_of_range",),
+        ),
+    ),
+    (
+        b"key\twith\nspecials\\",
+        DecodedRecord(
+            Kind.METRICS,
+            '{"name":"caf\u00e9 \U0001f680","value":1.5}',
+            1_700_000_000.9999996,  # rounds up into the next second
+            "m\u00fcnchen",
+            "host\\x",
+            None,
+            flags=("ts_out_of_range", "level_unrecognised"),
+        ),
+    ),
+    (
+        b"\xff\xfe not utf-8",
+        DecodedRecord(Kind.EVENTS, "[]", 0.5, "e", "h", "warn"),
+    ),
+    (
+        b"",
+        DecodedRecord(
+            Kind.LOGS, '{"a":{"b":[1,2,{"c":null}]}}', 1_799_999_999.123456, "s", "", "x"
+        ),
+    ),
+]
+
+
+def _batch() -> Batch:
+    batch = Batch()
+    for offset, (key, rec) in enumerate(TRICKY):
+        batch.add(KafkaMessage("t.logs", offset % 2, offset, key, b"-", None), rec, offset % 2 + 3)
+    return batch
+
+
+def _rows_via_psycopg(batch: Batch) -> list[tuple[object, ...]]:
+    """The rows as the worker wrote them before it formatted COPY text itself."""
+    return [
+        (
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            batch.progress[(msg.topic, msg.partition)].generation,
+            msg.key.decode("utf-8", "replace") if msg.key is not None else None,
+            rec.data,
+            datetime.fromtimestamp(rec.event_time, UTC),
+            rec.service,
+            rec.host,
+            rec.level,
+            list(rec.flags),
+        )
+        for msg, rec in batch.records
+    ]
+
+
+def test_copy_text_stores_what_psycopg_write_row_stores(db_url: str) -> None:
+    batch = _batch()
+    select = f"SELECT {RAW_COLUMNS} FROM raw_events ORDER BY kafka_offset"
+    with psycopg.connect(db_url) as conn:
+        with conn.cursor().copy(COPY_RAW_EVENTS) as copy:
+            copy.write(raw_events_copy(batch))
+        ours = conn.execute(select).fetchall()
+        conn.execute("DELETE FROM raw_events")
+        with conn.cursor().copy(COPY_RAW_EVENTS) as copy:
+            for row in _rows_via_psycopg(batch):
+                copy.write_row(row)
+        theirs = conn.execute(select).fetchall()
+    assert len(ours) == len(TRICKY)
+    assert ours == theirs
+    # and the timestamps are the microseconds datetime.fromtimestamp gives
+    assert [r[6] for r in ours] == [datetime.fromtimestamp(t.event_time, UTC) for _, t in TRICKY]
