@@ -65,7 +65,7 @@ def test_bench_detect_detects_every_burst_and_writes_its_figures(
     config = figures["config"]
     assert (config["bursts"], config["services"], config["rate_msgs_per_s"]) == (3, 3, 1000)
     assert config["rule"]["name"] == "high_error_rate"
-    assert config["rule"]["threshold"] == 0.05 and config["rule"]["min_count"] == 20
+    assert config["rule"]["threshold"] == 0.05 and config["rule"]["min_count"] == 50
 
     assert figures["detected"] == 3 and figures["missed"] == [], figures["bursts"]
     assert figures["masked_by_live_incident"] == []
@@ -79,7 +79,7 @@ def test_bench_detect_detects_every_burst_and_writes_its_figures(
         assert b["trigger_ingest_txn_at"] is not None
         assert b["evaluated_at"] <= b["incident_txn_at"] <= b["committed_at"] + 0.001, b
         lines, errors = b["trigger_window"][1:]
-        assert lines >= 20 and errors / lines > 0.05, b
+        assert lines >= 50 and errors / lines > 0.05, b
         for key in STAGES:
             assert isinstance(b[key], float), (key, b)
     for key in STAGES:
