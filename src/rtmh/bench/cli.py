@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -25,6 +27,39 @@ def _settings(ctx: typer.Context) -> Settings:
     except ConfigError as err:
         _err.print(f"[bold red]error:[/] {err}", highlight=False)
         raise typer.Exit(2) from None
+
+
+@bench_app.callback(invoke_without_command=True)
+def suite(
+    ctx: typer.Context,
+    events: Annotated[
+        int, typer.Option("--events", min=1000, help="messages for the ingest benchmark")
+    ] = 200_000,
+    json_file: Annotated[
+        Path | None,
+        typer.Option("--json", help="write all figures to this file, one key per benchmark"),
+    ] = None,
+) -> None:
+    """Without a subcommand: the whole suite, ingest, detect and notify, one after the other."""
+    if ctx.invoked_subcommand is not None:
+        return
+    group: Any = ctx.command  # typer's own group class (typer vendors click)
+    figures: dict[str, object] = {}
+    with tempfile.TemporaryDirectory(prefix="rtmh-bench-suite-") as tmp:
+        for name, args in (("ingest", ["--events", str(events)]), ("detect", []), ("notify", [])):
+            command = group.get_command(ctx, name)
+            part = Path(tmp) / f"{name}.json"
+            _err.rule(f"rtmh bench {name}")
+            command.main(
+                [*args, "--json", str(part)],
+                prog_name=f"rtmh bench {name}",
+                standalone_mode=False,
+                obj=ctx.obj,
+            )
+            figures[name] = json.loads(part.read_text())
+    if json_file is not None:
+        json_file.write_text(json.dumps(figures, indent=2, default=str) + "\n")
+        _out.print(f"all figures written to {json_file}")
 
 
 @bench_app.command("ingest")
