@@ -10,23 +10,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from rtmh.config import ConfigError, Settings, load_settings
+from rtmh.bench.common import cli_settings
 
 bench_app = typer.Typer(help="Benchmarks: measured throughput and latency, printed and as JSON.")
 
 _out = Console()
 _err = Console(stderr=True)
-
-
-def _settings(ctx: typer.Context) -> Settings:
-    obj = ctx.obj
-    if isinstance(obj, Settings):
-        return obj
-    try:
-        return load_settings()
-    except ConfigError as err:
-        _err.print(f"[bold red]error:[/] {err}", highlight=False)
-        raise typer.Exit(2) from None
 
 
 @bench_app.callback(invoke_without_command=True)
@@ -78,7 +67,7 @@ def ingest(
     and topics there), else embedded servers in a temporary directory."""
     from rtmh.bench import ingest as bench
 
-    settings = _settings(ctx)
+    settings = cli_settings(ctx, _err)
     result = bench.run(settings, events, _err)
     for table in bench.render(result):
         _out.print(table)

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 import psycopg
+import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -35,6 +36,7 @@ from rich.progress import (
 from rich.table import Table
 
 import rtmh
+from rtmh.config import ConfigError, Settings, load_settings
 from rtmh.db.connect import describe_url, normalise_url
 from rtmh.db.migrate import apply_pending
 from rtmh.db.migrate import load_files as load_migrations
@@ -288,3 +290,40 @@ def rss_mb(pid: int) -> float | None:
         return float(psutil.Process(pid).memory_info().rss) / 2**20
     except psutil.Error:
         return None
+
+
+def worker_env(
+    settings: Settings, url: str, bootstrap: str, prefix: str, group: str
+) -> dict[str, str]:
+    """The environment of a benchmarked `rtmh worker`: these servers and settings only."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("RTMH_", "POSTGRES_", "KAFKA_"))
+    }
+    env.update(
+        POSTGRES_URL=url,
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        RTMH_TOPIC_PREFIX=prefix,
+        RTMH_GROUP_ID=group,
+        RTMH_PARTITIONS=str(settings.partitions),
+        RTMH_BATCH_MAX_MESSAGES=str(settings.batch_max_messages),
+        RTMH_BATCH_MAX_MS=str(settings.batch_max_ms),
+        RTMH_MAX_MESSAGE_BYTES=str(settings.max_message_bytes),
+        RTMH_WINDOW_SIZE_S=str(settings.window_size_s),
+        RTMH_WINDOW_SLIDE_S=str(settings.window_slide_s),
+        RTMH_SESSION_TIMEOUT_MS=str(settings.session_timeout_ms),
+        RTMH_METRICS_PORT="0",
+        RTMH_LOG_LEVEL="INFO",
+    )
+    return env
+
+
+def cli_settings(ctx: typer.Context, err: Console) -> Settings:
+    """The settings `rtmh` parsed, or the environment's when called on its own."""
+    obj = ctx.obj
+    if isinstance(obj, Settings):
+        return obj
+    try:
+        return load_settings()
+    except ConfigError as error:
+        err.print(f"[bold red]error:[/] {error}", highlight=False)
+        raise typer.Exit(2) from None

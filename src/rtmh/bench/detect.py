@@ -67,14 +67,16 @@ from rtmh.bench.common import (
     BenchServers,
     Databases,
     bench_servers,
+    cli_settings,
     figures_table,
     machine_info,
     now_iso,
     postgres_info,
     progress_bar,
+    worker_env,
     write_json,
 )
-from rtmh.config import ConfigError, Settings, load_settings
+from rtmh.config import Settings
 from rtmh.embedded.process import child_setup
 from rtmh.windows.assign import pane_start
 
@@ -594,30 +596,6 @@ STAGES = (
 # --- the run -------------------------------------------------------------------------------------
 
 
-def _worker_env(
-    settings: Settings, url: str, bootstrap: str, prefix: str, group: str
-) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("RTMH_", "POSTGRES_", "KAFKA_"))
-    }
-    env.update(
-        POSTGRES_URL=url,
-        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-        RTMH_TOPIC_PREFIX=prefix,
-        RTMH_GROUP_ID=group,
-        RTMH_PARTITIONS=str(settings.partitions),
-        RTMH_BATCH_MAX_MESSAGES=str(settings.batch_max_messages),
-        RTMH_BATCH_MAX_MS=str(settings.batch_max_ms),
-        RTMH_MAX_MESSAGE_BYTES=str(settings.max_message_bytes),
-        RTMH_WINDOW_SIZE_S=str(settings.window_size_s),
-        RTMH_WINDOW_SLIDE_S=str(settings.window_slide_s),
-        RTMH_SESSION_TIMEOUT_MS=str(settings.session_timeout_ms),
-        RTMH_METRICS_PORT="0",
-        RTMH_LOG_LEVEL="INFO",
-    )
-    return env
-
-
 def _delete_topics(bootstrap: str, topics: list[str]) -> None:
     """Best effort: leave nothing behind on a broker the user brought."""
     from confluent_kafka.admin import AdminClient
@@ -793,7 +771,7 @@ class DetectBench:
         producer = make_producer(srv.bootstrap)
         traffic = Traffic(c, topics, producer, rule, size, slide, bursts)
         worker = WorkerProcess(
-            _worker_env(s, url, srv.bootstrap, prefix, group), srv.workdir / "worker.log"
+            worker_env(s, url, srv.bootstrap, prefix, group), srv.workdir / "worker.log"
         )
         watcher = Watcher(url, rule.id, group, lambda: traffic.produced)
         switch = sys.getswitchinterval()
@@ -1227,17 +1205,6 @@ def save(result: dict[str, Any], path: Path) -> None:
 # --- the command ---------------------------------------------------------------------------------
 
 
-def _settings(ctx: typer.Context, err: Console) -> Settings:
-    obj = ctx.obj
-    if isinstance(obj, Settings):
-        return obj
-    try:
-        return load_settings()
-    except ConfigError as error:
-        err.print(f"[bold red]error:[/] {error}", highlight=False)
-        raise typer.Exit(2) from None
-
-
 def register(bench_app: typer.Typer) -> None:
     """Adds `detect` to the `rtmh bench` sub-app."""
 
@@ -1289,7 +1256,7 @@ def register(bench_app: typer.Typer) -> None:
         Uses POSTGRES_URL / KAFKA_BOOTSTRAP_SERVERS when set (it creates and drops its own
         database and topics there), else embedded servers in a temporary directory."""
         out, err = Console(), Console(stderr=True)
-        settings = _settings(ctx, err)
+        settings = cli_settings(ctx, err)
         config = DetectConfig(
             bursts=bursts,
             rate=rate,

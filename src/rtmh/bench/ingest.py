@@ -59,6 +59,7 @@ from rtmh.bench.common import (
     now_iso,
     postgres_info,
     progress_bar,
+    worker_env,
     write_json,
 )
 from rtmh.config import Settings
@@ -227,30 +228,6 @@ def run_copy_ceiling(url: str, buffers: list[bytes], rows: int, advance: Advance
 # --- the worker, in a process of its own --------------------------------------------------------
 
 
-def _worker_env(
-    settings: Settings, url: str, bootstrap: str, prefix: str, group: str
-) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("RTMH_", "POSTGRES_", "KAFKA_"))
-    }
-    env.update(
-        POSTGRES_URL=url,
-        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-        RTMH_TOPIC_PREFIX=prefix,
-        RTMH_GROUP_ID=group,
-        RTMH_PARTITIONS=str(settings.partitions),
-        RTMH_BATCH_MAX_MESSAGES=str(settings.batch_max_messages),
-        RTMH_BATCH_MAX_MS=str(settings.batch_max_ms),
-        RTMH_MAX_MESSAGE_BYTES=str(settings.max_message_bytes),
-        RTMH_WINDOW_SIZE_S=str(settings.window_size_s),
-        RTMH_WINDOW_SLIDE_S=str(settings.window_slide_s),
-        RTMH_SESSION_TIMEOUT_MS=str(settings.session_timeout_ms),
-        RTMH_METRICS_PORT="0",
-        RTMH_LOG_LEVEL="INFO",
-    )
-    return env
-
-
 def _committed(url: str, group: str) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute(
@@ -273,7 +250,7 @@ def run_worker(
     group = f"rtmh-bench-{uuid.uuid4().hex[:8]}"
     result_path = servers.workdir / f"{group}.json"
     log_path = servers.workdir / f"{group}.log"
-    env = _worker_env(settings, url, servers.bootstrap, prefix, group)
+    env = worker_env(settings, url, servers.bootstrap, prefix, group)
     if os.environ.get("RTMH_BENCH_PROFILE"):
         env["RTMH_BENCH_PROFILE"] = f"{os.environ['RTMH_BENCH_PROFILE']}.{variant}"
     task = progress.add_task(VARIANTS[variant], total=expected, note="joining the group")
