@@ -91,6 +91,8 @@ class DemoReceiver:
                 pass  # deliveries are shown by the live view instead
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # request threads never hold up `up`'s shutdown (server_close joins non-daemon ones)
+        self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property

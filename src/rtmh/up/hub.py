@@ -53,30 +53,33 @@ class Traffic:
 
     def __init__(self, settings: Settings, bootstrap: str):
         self.settings = settings
-        self.producer = make_producer(bootstrap)
+        self.bootstrap = bootstrap
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name="demo-traffic", daemon=True)
         self.produced = 0
 
     def _run(self) -> None:
         topics = {k.value: self.settings.topic(k.value) for k in Kind}
+        # owned by this thread alone: freed when it ends, so the producer's connections close
+        # before the broker is asked to stop (an open client kept tansu's shutdown waiting 5 s)
+        producer = make_producer(self.bootstrap)
 
         def produce(kind: str, key: bytes, value: bytes) -> None:
             try:
-                self.producer.produce(topics[kind], key=key, value=value)
+                producer.produce(topics[kind], key=key, value=value)
                 self.produced += 1
             except BufferError:
-                self.producer.poll(0.1)
+                producer.poll(0.1)
 
         sim.run(
             produce,
-            lambda: self.producer.poll(0),
+            lambda: producer.poll(0),
             sim.Traffic(story.story()),
             story.DEMO_RATE,
             float("inf"),
             stop=self.stop_event.is_set,
         )
-        self.producer.flush(10)
+        producer.flush(10)
 
     def start(self) -> None:
         self.thread.start()
