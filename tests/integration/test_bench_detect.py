@@ -49,6 +49,9 @@ def test_bench_detect_detects_every_burst_and_writes_its_figures(
         "RTMH_WINDOW_SIZE_S": None,
         "RTMH_WINDOW_SLIDE_S": None,
         "RTMH_BATCH_MAX_MS": None,
+        # rich wraps table cells to the terminal width (80 without a terminal), and how it
+        # wraps depends on the figures: a wide console keeps the row labels whole
+        "COLUMNS": "200",
     }
     args = ["bench", "detect", "--bursts", "3", "--rate", "1000", "--services", "3"]
     args += ["--base-errors", "0", "--json", str(out)]

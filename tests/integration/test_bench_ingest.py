@@ -25,7 +25,8 @@ def test_bench_ingest_writes_its_figures(
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("RTMH_", "POSTGRES_", "KAFKA_"))
     }
-    env.update(POSTGRES_URL=pg_server.admin_url(), KAFKA_BOOTSTRAP_SERVERS=broker)
+    # a wide console: rich wraps table cells to 80 columns without a terminal
+    env.update(POSTGRES_URL=pg_server.admin_url(), KAFKA_BOOTSTRAP_SERVERS=broker, COLUMNS="200")
     proc = subprocess.run(
         [
             sys.executable,

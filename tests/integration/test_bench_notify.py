@@ -38,7 +38,7 @@ def test_bench_notify_measures_every_notification_and_writes_json(
     result = CliRunner().invoke(
         _bench_app(),
         ["notify", "--count", "30", "--interval-ms", "10", "--json", str(out)],
-        env={"POSTGRES_URL": pg_server.admin_url()},
+        env={"POSTGRES_URL": pg_server.admin_url(), "COLUMNS": "200"},
     )
     assert result.exit_code == 0, result.output
     assert "rtmh bench notify" in result.output
