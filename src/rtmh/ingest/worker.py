@@ -19,9 +19,9 @@ import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from rtmh.config import Settings
-from rtmh.db.connect import connect, describe_url
+from rtmh.db.connect import DatabaseUnavailable, connect, describe_url
 from rtmh.ingest import metrics
-from rtmh.ingest.batch import Batch, Partition
+from rtmh.ingest.batch import Batch, Partition, message_digest
 from rtmh.ingest.decode import decode, kind_for_topic
 from rtmh.ingest.offsets import Probe, StartDecision, decide_start, needs_probe
 from rtmh.ingest.store import (
@@ -170,7 +170,12 @@ class Worker:
             try:
                 action(self._db())
                 return True
-            except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as err:
+            except (
+                psycopg.OperationalError,
+                psycopg.InterfaceError,
+                OSError,
+                DatabaseUnavailable,
+            ) as err:
                 metrics.DB_RETRIES.inc()
                 self._conn = None
                 if self._stop.is_set():
@@ -185,15 +190,6 @@ class Worker:
                 )
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
-            except Exception as err:  # DatabaseUnavailable from connect()
-                if "cannot connect" not in str(err):
-                    raise
-                metrics.DB_RETRIES.inc()
-                if self._stop.is_set():
-                    return False
-                log.warning("%s; retrying in %.1f s", err, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     # --- assignment --------------------------------------------------------------------------
     def _probe(self, part: Partition, stored: StoredOffset) -> Probe:
@@ -202,8 +198,6 @@ class Worker:
         msg = self._reader.read(part[0], part[1], stored.next_offset - 1)
         if msg is None:
             return Probe(marks, None)
-        from rtmh.ingest.batch import message_digest
-
         return Probe(marks, message_digest(to_record(msg)))
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

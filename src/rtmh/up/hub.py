@@ -56,7 +56,6 @@ class Traffic:
         self.bootstrap = bootstrap
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name="demo-traffic", daemon=True)
-        self.produced = 0
 
     def _run(self) -> None:
         topics = {k.value: self.settings.topic(k.value) for k in Kind}
@@ -67,7 +66,6 @@ class Traffic:
         def produce(kind: str, key: bytes, value: bytes) -> None:
             try:
                 producer.produce(topics[kind], key=key, value=value)
-                self.produced += 1
             except BufferError:
                 producer.poll(0.1)
 

@@ -29,7 +29,7 @@ STATUS_STYLE = {
 }
 
 COMMITTED = "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE group_id = %s"
-WRITTEN_RECENTLY = "SELECT count(*) FROM dead_letters"
+COUNT_DEAD_LETTERS = "SELECT count(*) FROM dead_letters"
 INCIDENTS = """
 SELECT id::text, severity, coalesce(window_key, ''), coalesce(metadata->>'rule_name', title),
        last_value, threshold, coalesce(metadata->>'condition', '>'), first_seen, status, source,
@@ -99,7 +99,7 @@ def derive_rates(before: Snapshot | None, after: Snapshot) -> None:
 
 def read_snapshot(conn: psycopg.Connection, group_id: str) -> Snapshot:
     committed = conn.execute(COMMITTED, (group_id,)).fetchone()
-    dead = conn.execute(WRITTEN_RECENTLY).fetchone()
+    dead = conn.execute(COUNT_DEAD_LETTERS).fetchone()
     snap = Snapshot(time.time(), int(committed[0]) if committed else 0, int(dead[0]) if dead else 0)
     for row in conn.execute(INCIDENTS).fetchall():
         snap.incidents.append(IncidentLine(*row[:10]))
