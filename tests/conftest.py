@@ -16,14 +16,37 @@ import pytest
 
 from rtmh.db.migrate import apply_pending
 from rtmh.embedded.broker import EmbeddedBroker
-from rtmh.embedded.postgres import EmbeddedPostgres
+from rtmh.embedded.postgres import EmbeddedPostgres, forget_clusters_under
+from tests.integration.modes import ancestor_modes
 
 TEMPLATE = "rtmh_template"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _forget_test_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """As root, clusters live outside the data dir (in /var/lib/rtmh): remove those this
+    session's temp dirs made, whoever started them (`rtmh up` subprocesses included)."""
+    yield
+    if os.geteuid() == 0:
+        forget_clusters_under(tmp_path_factory.getbasetemp())
+
+
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"), fast_unsafe=True)
+def pg_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pg")
+
+
+@pytest.fixture(scope="session")
+def pg_server_ancestor_modes(pg_root: Path) -> dict[Path, str]:
+    """The directories on the way to pg_server's data dir, as they were before it started."""
+    return ancestor_modes(pg_root)
+
+
+@pytest.fixture(scope="session")
+def pg_server(
+    pg_root: Path, pg_server_ancestor_modes: dict[Path, str]
+) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(pg_root, fast_unsafe=True, ephemeral=True)
     server.start()
     with psycopg.connect(server.admin_url(), autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {TEMPLATE}")

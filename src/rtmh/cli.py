@@ -6,6 +6,8 @@ variable; flags win. A bad setting ends the program with one line naming it.
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import logging
 import signal
 import sys
@@ -31,6 +33,20 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 out = Console()
+
+
+def _enable_crash_traces() -> None:
+    """Have a crash in native code (SIGSEGV, SIGABRT, ...) print the Python stack of every thread
+    to stderr first: the log under `rtmh up` (its children are `rtmh worker` / `rtmh notifier`
+    processes, so they pass here too), systemd and Kubernetes. faulthandler keeps the file and
+    writes to its descriptor, so it must stay open: sys.stderr does.
+
+    It cannot see a crash inside one of librdkafka's own threads: those block every signal, and
+    the kernel kills a thread that faults with SIGSEGV blocked without running any handler (the
+    crash of issue 24 left no trace for that reason; the supervisor logs the exit status)."""
+    # stderr may be no real file (captured by a test runner): then there is nothing to write to
+    with contextlib.suppress(AttributeError, OSError, ValueError, RuntimeError):
+        faulthandler.enable(file=sys.stderr, all_threads=True)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -86,6 +102,7 @@ def main(
         str | None, typer.Option(help="DEBUG/INFO/WARNING/ERROR [env RTMH_LOG_LEVEL]")
     ] = None,
 ) -> None:
+    _enable_crash_traces()
     overrides: dict[str, Any] = {
         "postgres_url": postgres_url,
         "kafka_bootstrap_servers": kafka_bootstrap_servers,

@@ -14,7 +14,7 @@ import psycopg
 
 from rtmh.embedded.postgres import EmbeddedPostgres
 from rtmh.ingest.batch import Batch
-from rtmh.ingest.store import COPY_RAW_EVENTS, RAW_COLUMNS, raw_events_copy
+from rtmh.ingest.store import COPY_RAW_EVENTS, RAW_COLUMNS, key_columns, raw_events_copy
 from rtmh.records import DecodedRecord, KafkaMessage, Kind
 
 
@@ -72,6 +72,11 @@ def test_bench_ingest_writes_its_figures(
     assert figures["worker_plain"]["metrics_agg_rows"] == 0
     naive = figures["naive"]
     assert naive["messages"] == 5000 and naive["events_per_s"] > 0
+    net = figures["safety_net"]  # the run raises unless the net found each refused message
+    assert net["batch_messages"] == 5000 and net["repeats"] >= 3
+    assert net["clean_ms"] > 0 and net["one_refused_ms"] > 0
+    assert net["extra_attempts"] >= 3  # split around the named line, then the message alone
+    assert "safety net" in proc.stdout
 
     ratios = result["ratios"]
     assert ratios["worker_vs_ceiling"] > 0 and ratios["worker_vs_naive"] > 0
@@ -122,6 +127,10 @@ TRICKY: list[tuple[bytes | None, DecodedRecord]] = [
         DecodedRecord(Kind.EVENTS, "[]", 0.5, "e", "h", "warn"),
     ),
     (
+        b"nul\x00key\\",
+        DecodedRecord(Kind.LOGS, '{"k":1}', 1_700_000_001.0, "s", "h", "info"),
+    ),
+    (
         b"",
         DecodedRecord(
             Kind.LOGS, '{"a":{"b":[1,2,{"c":null}]}}', 1_799_999_999.123456, "s", "", "x"
@@ -145,7 +154,7 @@ def _rows_via_psycopg(batch: Batch) -> list[tuple[object, ...]]:
             msg.partition,
             msg.offset,
             batch.progress[(msg.topic, msg.partition)].generation,
-            msg.key.decode("utf-8", "replace") if msg.key is not None else None,
+            *key_columns(msg.key),
             rec.data,
             datetime.fromtimestamp(rec.event_time, UTC),
             rec.service,
@@ -172,4 +181,14 @@ def test_copy_text_stores_what_psycopg_write_row_stores(db_url: str) -> None:
     assert len(ours) == len(TRICKY)
     assert ours == theirs
     # and the timestamps are the microseconds datetime.fromtimestamp gives
-    assert [r[6] for r in ours] == [datetime.fromtimestamp(t.event_time, UTC) for _, t in TRICKY]
+    assert [r[7] for r in ours] == [datetime.fromtimestamp(t.event_time, UTC) for _, t in TRICKY]
+    # keys: text when clean, else an escaped text and the exact bytes
+    keys = {bytes(r[5]) if r[5] is not None else r[4] for r in ours}
+    assert keys == {
+        "api",
+        None,
+        "key\twith\nspecials\\",
+        b"\xff\xfe not utf-8",
+        b"nul\x00key\\",
+        "",
+    }

@@ -5,74 +5,14 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import psutil
 import psycopg
 
 from rtmh.embedded.postgres import EmbeddedPostgres
 
-from .ingest_support import wait_for
-
-
-class UpRun:
-    """`rtmh up` in the background, remembering every process it ever started."""
-
-    def __init__(self, env: dict[str, str], *args: str):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rtmh.cli", "up", *args],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.descendants: set[int] = set()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self._watcher = threading.Thread(target=self._watch, daemon=True)
-        self._watcher.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        with self.proc.stdout:
-            for line in self.proc.stdout:
-                self.lines.append(line.rstrip("\n"))
-
-    def finish(self, timeout: float) -> int:
-        """Wait for `up` to exit and for its output to be read to the end."""
-        code = self.proc.wait(timeout)
-        self._reader.join(10)
-        return code
-
-    def _watch(self) -> None:
-        parent = psutil.Process(self.proc.pid)
-        while self.proc.poll() is None:
-            try:
-                self.descendants |= {p.pid for p in parent.children(recursive=True)}
-            except psutil.NoSuchProcess:
-                return
-            time.sleep(0.2)
-
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    def wait_for_line(self, fragment: str, timeout: float) -> None:
-        wait_for(lambda: fragment in self.output(), timeout, f"{fragment!r} in up's output")
-
-    def survivors(self, timeout: float) -> list[int]:
-        deadline = time.monotonic() + timeout
-        while True:
-            alive = [
-                p
-                for p in self.descendants
-                if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-            ]
-            if not alive or time.monotonic() > deadline:
-                return alive
-            time.sleep(0.2)
+from .up_support import UpRun
 
 
 def _query(data_dir: Path, sql: str) -> list[tuple[object, ...]]:

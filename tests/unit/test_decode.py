@@ -370,6 +370,16 @@ def test_missing_timestamp_uses_broker_time_then_now() -> None:
     assert accepted({"service": "api"}, timestamp_ms=-1).event_time == NOW
 
 
+@pytest.mark.parametrize("broker_ms", [2**62, 1_000, int((NOW + 7200) * 1000)])
+def test_an_unbelievable_broker_time_is_not_an_event_time(broker_ms: int) -> None:
+    """A producer sets any broker timestamp; the year 146,140,482 must not reach the windows."""
+    rec = accepted({"service": "api"}, timestamp_ms=broker_ms)
+    assert rec.event_time == NOW
+    assert rec.flags == ("ts_out_of_range",)
+    rec = accepted(log(ts="2020-01-01T00:00:00Z"), timestamp_ms=broker_ms)
+    assert (rec.event_time, rec.flags) == (NOW, ("ts_out_of_range",))
+
+
 def test_now_defaults_to_the_clock() -> None:
     result = decode(KafkaMessage("rtmh.logs", 0, 0, None, b'{"service":"a"}', None), Kind.LOGS)
     assert isinstance(result, DecodedRecord)

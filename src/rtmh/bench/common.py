@@ -100,7 +100,7 @@ def bench_servers(
         if postgres_url:
             admin_url = normalise_url(postgres_url)
         else:
-            pg = EmbeddedPostgres(workdir / "postgres", fast_unsafe=fast_unsafe)
+            pg = EmbeddedPostgres(workdir / "postgres", fast_unsafe=fast_unsafe, ephemeral=True)
             if status is not None:
                 with status("starting embedded PostgreSQL"):
                     pg.start()

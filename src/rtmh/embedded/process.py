@@ -18,6 +18,8 @@ from pathlib import Path
 
 import psutil
 
+from rtmh.embedded.files import private_dir
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -89,7 +91,7 @@ def stop_process(proc: psutil.Process, sig: int = signal.SIGTERM, timeout: float
 
 
 def write_pid_file(path: Path, pid: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     path.write_text(f"{pid}\n{psutil.Process(pid).create_time()}\n")
 
 

@@ -321,10 +321,17 @@ class _Clock(msgspec.Struct, gc=False):
     max_past_s: float
     max_future_s: float
 
-    def fallback(self) -> float:
-        """Broker time, else now: for a message without (a believable) timestamp."""
+    def fallback(self) -> tuple[float, tuple[str, ...]]:
+        """Broker time, else now: for a message without (a believable) timestamp. A producer may
+        set any broker timestamp; one beyond the same bounds is not believed either (it used to
+        reach the windows as, e.g., the year 146,140,482: found by the ingest fuzz test)."""
         broker_ms = self.msg.timestamp_ms
-        return broker_ms / 1000.0 if broker_ms is not None and broker_ms > 0 else self.now
+        if broker_ms is None or broker_ms <= 0:
+            return self.now, ()
+        broker = broker_ms / 1000.0
+        if self.now - self.max_past_s <= broker <= self.now + self.max_future_s:
+            return broker, ()
+        return self.now, _TS_OUT_OF_RANGE
 
     def event_time(self, shape: _Shape) -> tuple[float, tuple[str, ...]] | Rejected:
         """Rounded to the microsecond, as raw_events stores it: x.9999996 must land in the same
@@ -342,12 +349,12 @@ class _Clock(msgspec.Struct, gc=False):
         elif shape.time is not None:
             ts = _seconds("time", shape.time)
         else:
-            return self.fallback(), ()
+            return self.fallback()
         if isinstance(ts, Rejected):
             return ts
         if self.now - self.max_past_s <= ts <= self.now + self.max_future_s:
             return ts, ()
-        return self.fallback(), _TS_OUT_OF_RANGE
+        return self.fallback()[0], _TS_OUT_OF_RANGE
 
 
 def _seconds(field: str, value: object) -> float | Rejected:

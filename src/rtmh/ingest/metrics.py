@@ -11,6 +11,14 @@ DEAD_LETTERED = Counter(
 )
 FENCED = Counter("rtmh_ingest_fenced_batches_total", "batches dropped: offsets moved under us")
 LOG_RESETS = Counter("rtmh_ingest_log_resets_total", "broker logs found reset on assignment")
+REFUSED = Counter(
+    "rtmh_ingest_refused_total",
+    "messages PostgreSQL refused for their data, isolated and dead-lettered by the safety net",
+)
+ISOLATION_ATTEMPTS = Counter(
+    "rtmh_ingest_isolation_attempts_total",
+    "extra savepoint attempts the safety net made to isolate refused messages",
+)
 DB_RETRIES = Counter("rtmh_ingest_db_retries_total", "checkpoint attempts that hit a DB error")
 BATCH_SIZE = Histogram(
     "rtmh_ingest_batch_messages",

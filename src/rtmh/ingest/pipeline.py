@@ -3,26 +3,30 @@ transaction; after the commit, the rules engine evaluates the windows the batch 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 
 import psycopg
 
 from rtmh.config import Settings
-from rtmh.ingest.batch import Batch
+from rtmh.ingest.store import InTransaction, WindowKey
 from rtmh.ingest.worker import Worker
+from rtmh.records import DecodedRecord
 from rtmh.rules.engine import RuleEngine
 from rtmh.windows.partials import build_partials
 from rtmh.windows.store import merge_partials
 
 
-def window_stage(settings: Settings) -> Callable[[psycopg.Connection, Batch], None]:
-    """The checkpoint's second writer: this batch's window partials, merged in its transaction."""
+def window_stage(settings: Settings) -> InTransaction:
+    """The checkpoint's second writer: the stored records' window partials, merged in its
+    transaction; returns the windows they touched."""
     size, slide = settings.window_size_s, settings.window_slide_s
 
-    def in_transaction(conn: psycopg.Connection, batch: Batch) -> None:
-        partials = build_partials((rec for _, rec in batch.records), size, slide)
+    def in_transaction(
+        conn: psycopg.Connection, records: Sequence[DecodedRecord]
+    ) -> set[WindowKey]:
+        partials = build_partials(records, size, slide)
         merge_partials(conn, partials)
-        batch.touched_windows = set(partials)
+        return set(partials)
 
     return in_transaction
 

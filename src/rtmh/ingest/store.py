@@ -3,10 +3,17 @@
 ``write_batch_exactly_once`` is the checkpoint: raw rows, dead letters, window partials and the
 next offsets commit in one transaction, after checking that nobody else moved those offsets since
 this worker read them (a fenced zombie rolls back instead of duplicating).
+
+Nothing a message holds may stop ingest: when PostgreSQL refuses rows for what they contain
+(SQLSTATE classes 22 and 23), the rows are written in halves under savepoints until each refused
+message stands alone; those go to dead_letters with the database's words as the reason, and the
+rest commit in the same transaction (``_store_rows_isolating``).
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -14,13 +21,24 @@ from datetime import UTC, datetime
 
 import psycopg
 
+from rtmh.ingest import metrics
 from rtmh.ingest.batch import Batch, Partition, PartitionProgress
-from rtmh.records import Rejected
+from rtmh.records import DecodedRecord, KafkaMessage, Rejected
+
+log = logging.getLogger(__name__)
 
 RAW_COLUMNS = (
-    "topic, kafka_partition, kafka_offset, generation, message_key, data, event_time, "
-    "service, host, level, flags"
+    "topic, kafka_partition, kafka_offset, generation, message_key, message_key_bytes, data, "
+    "event_time, service, host, level, flags"
 )
+
+#: one consumed message and what it decoded to
+Row = tuple[KafkaMessage, DecodedRecord]
+#: (window_key, metric_type, window_start) of a window a write touched
+WindowKey = tuple[str, str, int]
+#: the later stages' writes inside the checkpoint (window partials): given the rows being stored,
+#: returns the windows it touched. Called once per attempt, so it must only write rows' effects.
+InTransaction = Callable[[psycopg.Connection, Sequence[DecodedRecord]], set[WindowKey]]
 
 COPY_RAW_EVENTS = f"COPY raw_events ({RAW_COLUMNS}) FROM STDIN"
 
@@ -93,9 +111,35 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 _MAX_FAST_EPOCH = 253_402_300_800
 
 
+def key_columns(key: bytes | None) -> tuple[str | None, bytes | None]:
+    """(message_key, message_key_bytes) for a Kafka key: the text when the key is valid UTF-8
+    without NUL (PostgreSQL text can hold neither), else a readable escaped form and the bytes."""
+    if key is None:
+        return None, None
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and "\x00" not in text:
+        return text, None
+    escaped = key.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+    return escaped, key
+
+
+def _key_text(key: bytes | None) -> str:
+    """Both key columns in COPY text format, tab-separated."""
+    text, raw = key_columns(key)
+    if text is None:
+        return "\\N\t\\N"
+    if raw is None:
+        return f"{_copy_text(text)}\t\\N"
+    return f"{_copy_text(text)}\t\\\\x{raw.hex()}"
+
+
 def _copy_text(value: str) -> str:
     """A value as COPY's text format spells it: backslash, tab, newline and CR escaped (the only
-    characters it treats specially; NUL never gets here, decode refuses it)."""
+    characters it treats specially; NUL never gets here: decode refuses it in values and
+    ``key_columns`` escapes it in keys)."""
     if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
         return value.translate(_COPY_ESCAPES)
     return value
@@ -115,29 +159,31 @@ def _day_time(sec: int, cache: dict[int, str]) -> str:
     return text
 
 
-def raw_events_chunks(batch: Batch, rows: int = COPY_CHUNK_ROWS) -> Iterator[bytes]:
-    """The batch's raw_events rows (columns RAW_COLUMNS) in COPY text format, ``rows`` a chunk."""
+def raw_events_chunks(
+    rows: Sequence[Row], generations: dict[Partition, int], chunk_rows: int = COPY_CHUNK_ROWS
+) -> Iterator[bytes]:
+    """``rows`` as raw_events rows (columns RAW_COLUMNS) in COPY text format, ``chunk_rows`` a
+    chunk; ``generations`` gives each partition's generation."""
     # topic, partition and generation are the same for all of a partition's rows: per partition,
     # the text before the offset and the text between offset and key
     around_offset = {
-        part: (f"{_copy_text(part[0])}\t{part[1]}\t", f"\t{prog.generation}\t")
-        for part, prog in batch.progress.items()
+        part: (f"{_copy_text(part[0])}\t{part[1]}\t", f"\t{generation}\t")
+        for part, generation in generations.items()
     }
     seconds: dict[int, str] = {}
     flag_texts: dict[tuple[str, ...], str] = {(): "{}"}
     # keys, services, hosts and levels repeat within a batch: escape each spelling once
     # (a dict hit instead of a call)
-    keys: dict[bytes | None, str] = {None: "\\N"}
+    keys: dict[bytes | None, str] = {None: "\\N\t\\N"}
     texts: dict[str | None, str] = {None: "\\N"}
     escapes = _COPY_ESCAPES
     lines: list[str] = []
     append = lines.append
-    for msg, rec in batch.records:
+    for msg, rec in rows:
         head, tail = around_offset[(msg.topic, msg.partition)]
         key = keys.get(msg.key)
         if key is None:
-            assert msg.key is not None
-            key = keys[msg.key] = _copy_text(msg.key.decode("utf-8", "replace"))
+            key = keys[msg.key] = _key_text(msg.key)
         service = texts.get(rec.service)
         if service is None:
             service = texts[rec.service] = _copy_text(rec.service)
@@ -173,16 +219,38 @@ def raw_events_chunks(batch: Batch, rows: int = COPY_CHUNK_ROWS) -> Iterator[byt
         append(
             f"{head}{msg.offset}{tail}{key}\t{data}\t{when}\t{service}\t{host}\t{level}\t{flags}\n"
         )
-        if len(lines) >= rows:
+        if len(lines) >= chunk_rows:
             yield "".join(lines).encode("utf-8")
             lines.clear()
     if lines:
         yield "".join(lines).encode("utf-8")
 
 
+def batch_generations(batch: Batch) -> dict[Partition, int]:
+    return {part: prog.generation for part, prog in batch.progress.items()}
+
+
 def raw_events_copy(batch: Batch) -> bytes:
     """All of the batch's raw_events rows as one COPY text buffer."""
-    return b"".join(raw_events_chunks(batch))
+    return b"".join(raw_events_chunks(batch.records, batch_generations(batch)))
+
+
+def _broker_time(timestamp_ms: int | None) -> datetime | None:
+    """The broker timestamp as a datetime; None when absent or beyond what datetime holds (a
+    producer may set any 64-bit value)."""
+    if not timestamp_ms:
+        return None
+    try:
+        return datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _reason_text(reason: str) -> str:
+    """A reason PostgreSQL text can hold: reasons may quote the message, NUL and lone surrogates
+    included."""
+    text = reason.replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _dead_rows(batch: Batch) -> Iterable[tuple[object, ...]]:
@@ -194,8 +262,8 @@ def _dead_rows(batch: Batch) -> Iterable[tuple[object, ...]]:
             batch.progress[(msg.topic, msg.partition)].generation,
             msg.key,
             msg.value,
-            rej.reason,
-            datetime.fromtimestamp(msg.timestamp_ms / 1000, UTC) if msg.timestamp_ms else None,
+            _reason_text(rej.reason),
+            _broker_time(msg.timestamp_ms),
         )
 
 
@@ -250,29 +318,151 @@ def write_batch_exactly_once(
     group_id: str,
     batch: Batch,
     expected: dict[Partition, StoredOffset | None],
-    in_transaction: Callable[[psycopg.Connection, Batch], None] | None = None,
-) -> None:
+    in_transaction: InTransaction | None = None,
+) -> Stored:
     """The checkpoint. Raises Fenced (and writes nothing) when the offsets moved under us.
 
-    ``in_transaction`` adds the later stages' writes (window partials) to the same transaction.
+    ``in_transaction`` adds the later stages' writes (window partials) to the same transaction;
+    the windows they touched end up in ``batch.touched_windows``. Messages PostgreSQL refuses
+    move from ``batch.records`` to ``batch.rejected`` and are dead-lettered in this transaction.
     """
     try:
         with conn.transaction():
             _fence(conn, group_id, {p: expected.get(p) for p in batch.progress})
-            if batch.records:
-                with conn.cursor().copy(COPY_RAW_EVENTS) as copy:
-                    for chunk in raw_events_chunks(batch):
-                        copy.write(chunk)
+            stored = _store_rows_isolating(
+                conn, batch.records, batch_generations(batch), in_transaction
+            )
+            if stored.refused:
+                batch.records = stored.rows
+                batch.rejected.extend(stored.refused)
+            batch.touched_windows = stored.touched
             if batch.rejected:
                 with conn.cursor().copy(COPY_DEAD_LETTERS) as copy:
                     for row in _dead_rows(batch):
                         copy.write_row(row)
-            if in_transaction is not None:
-                in_transaction(conn, batch)
             _store_offsets(conn, group_id, batch.progress, expected)
     except psycopg.errors.UniqueViolation as err:
         # another worker inserted the first offset row of a partition concurrently
         raise Fenced(str(err).splitlines()[0]) from None
+    return stored
+
+
+# --- the safety net: isolating what PostgreSQL refuses -------------------------------------------
+
+
+def is_data_error(err: BaseException) -> bool:
+    """Refused for what the rows hold (SQLSTATE class 22 data exception or 23 integrity
+    violation), or a row Python could not format; not a lost connection, full disk or deadlock,
+    which are retried as they are."""
+    if isinstance(err, psycopg.Error):
+        return (err.sqlstate or "")[:2] in ("22", "23")
+    # UnicodeEncodeError (a lone surrogate from a JSON escape), an unrepresentable time
+    return isinstance(err, (ValueError, OverflowError))
+
+
+_COPY_LINE_RE = re.compile(r"^COPY raw_events, line (\d+)", re.MULTILINE)
+
+
+def refused_line(err: BaseException) -> int | None:
+    """The 0-based row a COPY into raw_events refused, when PostgreSQL named its line."""
+    if not isinstance(err, psycopg.Error):
+        return None
+    match = _COPY_LINE_RE.search(err.diag.context or "")
+    return int(match.group(1)) - 1 if match else None
+
+
+def refusal_reason(err: BaseException) -> str:
+    if isinstance(err, psycopg.Error):
+        first = (err.diag.message_primary or str(err)).strip()
+        return f"PostgreSQL refused it: {first} (SQLSTATE {err.sqlstate})"
+    return f"could not be written: {type(err).__name__}: {err}"
+
+
+def split_refused(rows: Sequence[Row], line: int | None) -> list[Sequence[Row]]:
+    """How to retry rows that failed together: around the row PostgreSQL named (that row alone,
+    so it is dead-lettered only once it fails by itself), else in halves. In the order to try."""
+    if line is not None and 0 <= line < len(rows):
+        parts = [rows[:line], rows[line : line + 1], rows[line + 1 :]]
+    else:
+        mid = len(rows) // 2
+        parts = [rows[:mid], rows[mid:]]
+    return [p for p in parts if p]
+
+
+def _store_rows(
+    conn: psycopg.Connection,
+    rows: Sequence[Row],
+    generations: dict[Partition, int],
+    in_transaction: InTransaction | None,
+) -> set[WindowKey]:
+    if rows:
+        with conn.cursor().copy(COPY_RAW_EVENTS) as copy:
+            for chunk in raw_events_chunks(rows, generations):
+                copy.write(chunk)
+    if in_transaction is None:
+        return set()
+    return in_transaction(conn, [rec for _, rec in rows])
+
+
+@dataclass(slots=True)
+class Stored:
+    """What the checkpoint's rows came to."""
+
+    rows: list[Row]
+    refused: list[tuple[KafkaMessage, Rejected]]
+    touched: set[WindowKey]
+    #: savepoint attempts beyond the first (0 when nothing was refused)
+    extra_attempts: int = 0
+
+
+def _store_rows_isolating(
+    conn: psycopg.Connection,
+    rows: list[Row],
+    generations: dict[Partition, int],
+    in_transaction: InTransaction | None,
+) -> Stored:
+    """Write ``rows`` and their window partials; returns what was stored and what refused.
+
+    Each attempt runs under a savepoint (one extra round trip on the hot path). When PostgreSQL
+    refuses an attempt for its data, JSON it refuses as jsonb is found in one query, then the rest
+    is retried split around the line it named or in halves, until every refused message stands
+    alone: one bad message in 20,000 costs about log2(20,000) = 15 smaller attempts."""
+    out = Stored([], [], set())
+    todo: list[Sequence[Row]] = [rows]  # a stack: the last part is tried next
+    json_checked = False
+    attempts = 0
+    while todo:
+        part = todo.pop()
+        attempts += 1
+        try:
+            with conn.transaction():
+                out.touched |= _store_rows(conn, part, generations, in_transaction)
+        except Exception as err:
+            if not is_data_error(err):
+                raise
+            if len(part) == 1:
+                msg = part[0][0]
+                reason = refusal_reason(err)
+                out.refused.append((msg, Rejected(reason)))
+                log.warning(
+                    "dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason
+                )
+                continue
+            if not json_checked:
+                json_checked = True
+                part, invalid = _without_invalid_json(conn, part)
+                out.refused.extend(invalid)
+                if invalid:
+                    todo.append(part)
+                    continue
+            todo.extend(reversed(split_refused(part, refused_line(err))))
+            continue
+        out.rows.extend(part)  # parts are tried in order, so rows keep the batch's order
+    out.extra_attempts = attempts - 1
+    if out.refused:
+        metrics.REFUSED.inc(len(out.refused))
+        metrics.ISOLATION_ATTEMPTS.inc(out.extra_attempts)
+    return out
 
 
 FIND_INVALID_JSON = """
@@ -282,24 +472,28 @@ WHERE NOT pg_input_is_valid(d, 'jsonb')
 """
 
 
-def quarantine_invalid_json(conn: psycopg.Connection, batch: Batch) -> int:
-    """Move records PostgreSQL refuses as jsonb (e.g. numbers beyond its numeric range, which
-    the decoder does not range-check in keys it skips) to the batch's dead letters.
-
-    Runs only after a COPY failed with a data error, so the hot path pays nothing for it."""
-    rows = conn.execute(FIND_INVALID_JSON, ([rec.data for _, rec in batch.records],)).fetchall()
-    conn.commit()
-    bad = {int(i): str(message) for i, message in rows}
+def _without_invalid_json(
+    conn: psycopg.Connection, rows: Sequence[Row]
+) -> tuple[Sequence[Row], list[tuple[KafkaMessage, Rejected]]]:
+    """Split off the rows whose JSON PostgreSQL refuses as jsonb (numbers beyond its numeric
+    range in keys the decoder skips, lone surrogate escapes): one query for all of them, where
+    halving would take several attempts for each."""
+    try:
+        with conn.transaction():
+            found = conn.execute(FIND_INVALID_JSON, ([rec.data for _, rec in rows],)).fetchall()
+    except Exception as err:
+        if not is_data_error(err):
+            raise
+        return rows, []  # the data cannot even be sent as text: halving will find it
+    bad = {int(i): str(message) for i, message in found}
     if not bad:
-        return 0
-    kept = []
-    for i, (msg, rec) in enumerate(batch.records):
-        if i in bad:
-            batch.rejected.append((msg, Rejected(f"PostgreSQL refused the JSON: {bad[i]}")))
-        else:
-            kept.append((msg, rec))
-    batch.records = kept
-    return len(bad)
+        return rows, []
+    kept = [row for i, row in enumerate(rows) if i not in bad]
+    invalid = [
+        (rows[i][0], Rejected(f"PostgreSQL refused the JSON: {message}"))
+        for i, message in sorted(bad.items())
+    ]
+    return kept, invalid
 
 
 def maintain_partitions(

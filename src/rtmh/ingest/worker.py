@@ -16,33 +16,52 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from rtmh.config import Settings
 from rtmh.db.connect import DatabaseUnavailable, connect, describe_url
 from rtmh.ingest import metrics
 from rtmh.ingest.batch import Batch, Partition, message_digest
 from rtmh.ingest.decode import decode, kind_for_topic
-from rtmh.ingest.offsets import Probe, StartDecision, decide_start, needs_probe
+from rtmh.ingest.offsets import (
+    Probe,
+    StartDecision,
+    decide_start,
+    needs_probe,
+    recreated_topics,
+)
 from rtmh.ingest.store import (
     Fenced,
+    InTransaction,
     StoredOffset,
     load_offsets,
     maintain_partitions,
-    quarantine_invalid_json,
     write_batch_exactly_once,
 )
-from rtmh.kafka.client import MessageReader, ensure_topics, make_consumer, to_record
+from rtmh.kafka.client import (
+    MessageReader,
+    ensure_topics,
+    make_consumer,
+    to_record,
+    topic_ids,
+)
 from rtmh.records import Kind
 
 log = logging.getLogger(__name__)
 
 #: Hooks run after a batch committed (rules evaluation); they get the committed batch.
 AfterCommit = Callable[[Batch], None]
-#: Writes added to the checkpoint transaction (window partials).
-InTransaction = Callable[[psycopg.Connection, Batch], None]
 
 TOPIC_CHECK_SECONDS = 5.0
+#: how often to try re-checking the partitions after every broker was gone, until it works
+RECHECK_RETRY_SECONDS = 1.0
 MAINTENANCE_SECONDS = 3600.0
 GC_SECONDS = 10.0
 #: GIL switch interval while a worker runs (Python's default is 5 ms)
@@ -100,6 +119,10 @@ class _RuntimeTuning:
 _TUNING = _RuntimeTuning()
 
 
+def _positions(parts: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in parts) or "nothing"
+
+
 @dataclass(frozen=True, slots=True)
 class _Outcome:
     """How a checkpoint ended; neither committed nor fenced = given up (stopping, DB down)."""
@@ -151,6 +174,12 @@ class Worker:
         self._conn: psycopg.Connection | None = None
         self._consumer: Consumer | None = None
         self._reader: MessageReader | None = None
+        #: topic id each owned partition's start was decided on (None: missing or unknown)
+        self._decided_on: dict[Partition, str | None] = {}
+        #: every broker went away since the partitions' starts were decided: the one that comes
+        #: back may hold new logs (the embedded broker forgets everything), so nothing is taken
+        #: until ``_recheck`` has decided each start again
+        self._unchecked = False
         self._stop = threading.Event()
         self._kinds: dict[str, Kind | None] = {}
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtmh-checkpoint")
@@ -200,35 +229,64 @@ class Worker:
             return Probe(marks, None)
         return Probe(marks, message_digest(to_record(msg)))
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._join()
+    def _current_ids(self) -> dict[str, str] | None:
+        """The topics' ids now; None when the broker cannot be asked."""
+        try:
+            return topic_ids(self.bootstrap, self.topics, timeout=2)
+        except (KafkaException, TimeoutError) as err:
+            log.info("could not ask the broker for topic ids: %s", err)
+            return None
+
+    def _decide(
+        self, parts: list[Partition], ids: dict[str, str] | None, recreated: dict[str, str]
+    ) -> list[TopicPartition]:
+        """Decide where each of ``parts`` starts and take it over; returns them positioned.
+
+        ``ids``: the topic ids these decisions are made on (None: unknown); ``recreated``: topics
+        known to be new ones, with the reason (their partitions start again whatever the log
+        says)."""
         stored: dict[Partition, StoredOffset] = {}
 
         def load(conn: psycopg.Connection) -> None:
             stored.update(load_offsets(conn, self.settings.group_id, self.topics))
 
         self._with_db_retry("loading offsets", load)
-        for tp in partitions:
-            part = (tp.topic, tp.partition)
+        positioned: list[TopicPartition] = []
+        for part in parts:
             row = stored.get(part)
-            probe = self._probe(part, row) if row is not None and needs_probe(row) else None
-            decision = decide_start(f"{part[0]}[{part[1]}]", row, probe)
+            reason = recreated.get(part[0])
+            probe = (
+                self._probe(part, row)
+                if reason is None and row is not None and needs_probe(row)
+                else None
+            )
+            decision = decide_start(f"{part[0]}[{part[1]}]", row, probe, reason)
             if decision.warning:
                 log.warning(decision.warning)
                 if decision.generation != (row.generation if row else 0):
                     metrics.LOG_RESETS.inc()
             self.owned.take(part, decision)
-            tp.offset = OFFSET_BEGINNING if decision.offset is None else decision.offset
-        consumer.assign(partitions)
-        log.info(
-            "assigned %s",
-            ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions) or "nothing",
-        )
+            self._decided_on[part] = None if ids is None else ids.get(part[0])
+            offset = OFFSET_BEGINNING if decision.offset is None else decision.offset
+            positioned.append(TopicPartition(part[0], part[1], offset))
+        return positioned
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._join()
+        ids = self._current_ids()
+        positioned = self._decide([(tp.topic, tp.partition) for tp in partitions], ids, {})
+        consumer.assign(positioned)
+        log.info("assigned %s", _positions(positioned))
+
+    def _release(self, parts: set[Partition]) -> None:
+        self.owned.release(parts)
+        for part in parts:
+            self._decided_on.pop(part, None)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # commit what we hold while the partitions are still ours, so the next owner starts after it
         self.checkpoint()
-        self.owned.release({(tp.topic, tp.partition) for tp in partitions})
+        self._release({(tp.topic, tp.partition) for tp in partitions})
         consumer.unassign()
         log.info("revoked %d partition(s)", len(partitions))
 
@@ -236,12 +294,77 @@ class Worker:
         self._join()
         lost = {(tp.topic, tp.partition) for tp in partitions}
         self.batch.drop_partitions(lost)
-        self.owned.release(lost)
+        self._release(lost)
         consumer.unassign()
         log.warning(
             "lost %d partition(s); their uncommitted messages are left to the next owner",
             len(partitions),
         )
+
+    def _on_error(self, err: KafkaError) -> None:
+        """librdkafka's errors not tied to a message (called from within consume())."""
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            if not self._unchecked:
+                log.warning(
+                    "no broker reachable (%s): nothing is consumed until each partition's start "
+                    "has been checked again against the broker that comes back",
+                    err.str(),
+                )
+            self._unchecked = True
+        elif err.fatal():
+            log.error("consumer: %s", err.str())
+        else:
+            log.debug("consumer: %s", err.str())
+
+    def _recreated(self, ids: dict[str, str], created: list[str]) -> dict[str, str]:
+        decided_on = {part[0]: then for part, then in self._decided_on.items()}
+        return recreated_topics(decided_on, ids, created)
+
+    def _recheck(
+        self,
+        consumer: Consumer,
+        ids: dict[str, str],
+        recreated: dict[str, str],
+        *,
+        trust_batch: bool,
+    ) -> None:
+        """Decide every owned partition's start again, as on assignment, and move it there.
+
+        ``trust_batch``: everything in the batch was read from the logs the starts were decided
+        on (it was read before every broker went away), so it is committed first. Otherwise what
+        was read from a re-created topic may come from either of its logs and is dropped: the
+        decision rereads whatever of it the new log holds."""
+        self._join()
+        if not trust_batch:
+            self.batch.drop_partitions({p for p in self.batch.progress if p[0] in recreated})
+        self.checkpoint()
+        parts = sorted(self.owned.generation)
+        if parts:
+            positioned = self._decide(parts, ids, recreated)
+            consumer.assign(positioned)
+            log.info("re-checked %s", _positions(positioned))
+        self._unchecked = False
+
+    def _check_topics(self, consumer: Consumer) -> None:
+        """Create missing topics (the embedded broker forgets them on restart), and start the
+        partitions of a topic that is a new one since their start was decided again."""
+        try:
+            created = ensure_topics(
+                self.bootstrap, self.topics, self.settings.partitions, timeout=2
+            )
+            ids = topic_ids(self.bootstrap, self.topics, timeout=2)
+        except Exception as err:
+            log.warning("broker unreachable while checking topics: %s", err)
+            return
+        recreated = self._recreated(ids, created)
+        if recreated:
+            self._recheck(consumer, ids, recreated, trust_batch=self._unchecked)
+            return
+        for part, then in self._decided_on.items():
+            if then is None:
+                # missing when decided, so started at its earliest offset, which holds for the
+                # topic that appeared since (or its id was unknown): a change from now on is one
+                self._decided_on[part] = ids.get(part[0])
 
     # --- the checkpoint ------------------------------------------------------------------------
     # Checkpoints run on a writer thread, one at a time, so the poll loop reads and decodes the
@@ -275,23 +398,12 @@ class Worker:
         fenced: list[Fenced] = []
 
         def write(conn: psycopg.Connection) -> None:
-            # a loop, not a recursive closure: a closure that calls itself is a reference cycle,
-            # and it kept each 20,000-message batch alive until the cyclic GC found it
-            while True:
-                try:
-                    write_batch_exactly_once(
-                        conn, self.settings.group_id, batch, expected, self.in_transaction
-                    )
-                    return
-                except Fenced as err:
-                    fenced.append(err)
-                    return
-                except psycopg.errors.DataError as err:
-                    if not quarantine_invalid_json(conn, batch):
-                        raise
-                    log.warning(
-                        "dead-lettered rows PostgreSQL refused (%s); retrying the batch", err
-                    )
+            try:
+                write_batch_exactly_once(
+                    conn, self.settings.group_id, batch, expected, self.in_transaction
+                )
+            except Fenced as err:
+                fenced.append(err)
 
         if not self._with_db_retry("checkpoint", write):
             return _Outcome(committed=False)
@@ -433,7 +545,10 @@ class Worker:
         self._maintain()
         self._reader = MessageReader(self.bootstrap)
         consumer = make_consumer(
-            self.bootstrap, s.group_id, session_timeout_ms=s.session_timeout_ms
+            self.bootstrap,
+            s.group_id,
+            session_timeout_ms=s.session_timeout_ms,
+            error_cb=self._on_error,
         )
         self._consumer = consumer
         consumer.subscribe(
@@ -445,6 +560,7 @@ class Worker:
         next_topic_check = time.monotonic() + TOPIC_CHECK_SECONDS
         next_maintenance = time.monotonic() + MAINTENANCE_SECONDS
         next_gc = time.monotonic() + GC_SECONDS
+        next_recheck = 0.0
         try:
             while not self._stop.is_set():
                 room = s.batch_max_messages - len(self.batch)
@@ -454,7 +570,12 @@ class Worker:
                     else max(0.0, self.batch_started + max_wait - time.monotonic())
                 )
                 self._poll_began = time.monotonic()
-                self._take(consumer.consume(num_messages=min(room, 10_000), timeout=min(wait, 0.5)))
+                raw = consumer.consume(num_messages=min(room, 10_000), timeout=min(wait, 0.5))
+                if not self._unchecked:
+                    self._take(raw)
+                # else: read around the moment every broker went away, so maybe from a log that
+                # replaced the one the starts were decided on; _recheck moves every partition to
+                # a start decided again, so nothing dropped here is skipped
                 if self._inflight is not None and self._inflight[1].done():
                     self._join()
                 now = time.monotonic()
@@ -462,13 +583,14 @@ class Worker:
                     len(self.batch) >= s.batch_max_messages or now >= self.batch_started + max_wait
                 ):
                     self._submit()
+                if self._unchecked and now >= next_recheck:
+                    next_recheck = now + RECHECK_RETRY_SECONDS
+                    ids = self._current_ids()  # None: no broker back yet
+                    if ids is not None:
+                        self._recheck(consumer, ids, self._recreated(ids, []), trust_batch=True)
                 if now >= next_topic_check:
-                    # the embedded broker forgets its topics on restart; recreate them
                     next_topic_check = now + TOPIC_CHECK_SECONDS
-                    try:
-                        ensure_topics(self.bootstrap, self.topics, s.partitions, timeout=2)
-                    except Exception as err:
-                        log.warning("broker unreachable while checking topics: %s", err)
+                    self._check_topics(consumer)
                     self._report_lag(consumer)
                 if now >= next_maintenance:
                     next_maintenance = now + MAINTENANCE_SECONDS

@@ -13,7 +13,15 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicCollection,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -109,6 +117,32 @@ def ensure_topics(
     return created
 
 
+def topic_ids(bootstrap: str, topics: Iterable[str], timeout: float = 10) -> dict[str, str]:
+    """The id of each topic that exists (base64, as Kafka tools print it).
+
+    A topic deleted and created again keeps its name but gets a new id, and its log starts again
+    at offset 0: the id tells the two apart where offsets cannot. Topics the broker does not
+    have, does not describe to us, or reports without an id (brokers before Kafka 2.8), are left
+    out. Raises KafkaException or TimeoutError when the broker did not answer."""
+    admin = AdminClient(_common(bootstrap))
+    futures = admin.describe_topics(TopicCollection(list(topics)), request_timeout=timeout)
+    ids: dict[str, str] = {}
+    for topic, future in futures.items():
+        try:
+            topic_id = future.result(timeout).topic_id
+        except KafkaException as exc:
+            err = exc.args[0]
+            # negative codes are the client's own (transport, timeout): no answer from the broker
+            if err.code() != KafkaError.UNKNOWN_TOPIC_OR_PART and (
+                err.code() < 0 or err.retriable()
+            ):
+                raise
+            continue
+        if topic_id.get_most_significant_bits() or topic_id.get_least_significant_bits():
+            ids[topic] = str(topic_id)
+    return ids
+
+
 def wait_for_broker(bootstrap: str, timeout: float = 30) -> None:
     admin = AdminClient(_common(bootstrap))
     deadline = time.monotonic() + timeout
@@ -151,6 +185,8 @@ class MessageReader:
 
     def read(self, topic: str, partition: int, offset: int, timeout: float = 2.0) -> Message | None:
         """The message at ``offset``, or None when the log does not hold it (within timeout)."""
+        if not self._refresh(topic, partition, timeout):
+            return None
         self._consumer.assign([TopicPartition(topic, partition, offset)])
         deadline = time.monotonic() + timeout
         try:
@@ -171,6 +207,20 @@ class MessageReader:
             return None
         finally:
             self._consumer.unassign()
+
+    def _refresh(self, topic: str, partition: int, timeout: float) -> bool:
+        """Fetch the topic's metadata now; False when the broker does not have the partition.
+
+        Never fetch with what the handle cached earlier: after a broker restart the cache still
+        holds the old topic id, tansu answers a fetch for an unknown id with topic id zero and a
+        CurrentLeader hint, and librdkafka (2.16) turns that hint into a metadata update that it
+        looks up by a NULL topic name: SIGSEGV in its main thread (issue 24)."""
+        try:
+            topics = self._consumer.list_topics(topic, timeout=timeout).topics
+        except KafkaException:
+            return False
+        meta = topics.get(topic)
+        return meta is not None and meta.error is None and partition in meta.partitions
 
     def watermarks(self, topic: str, partition: int) -> tuple[int, int] | None:
         try:

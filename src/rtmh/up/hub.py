@@ -10,7 +10,6 @@ The API and dashboard will be one more supervised child here (`rtmh api`) once t
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -28,6 +27,7 @@ from rtmh.config import Settings
 from rtmh.db.connect import DatabaseUnavailable, connect, describe_url
 from rtmh.db.migrate import apply_pending
 from rtmh.embedded.broker import EmbeddedBroker
+from rtmh.embedded.files import private_dir
 from rtmh.embedded.postgres import EmbeddedPostgres
 from rtmh.embedded.process import read_live_pid, write_pid_file
 from rtmh.kafka.client import MessageReader, ensure_topics, make_producer, wait_for_broker
@@ -106,7 +106,9 @@ class Hub:
 
     # --- start --------------------------------------------------------------------------------
     def _claim_data_dir(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        # private: logs and the database can quote notification secrets
+        private_dir(self.settings.data_dir)
+        private_dir(self.run_dir)
         lock = self.run_dir / "up.pid"
         other = read_live_pid(lock)
         if other is not None and other.pid != os.getpid():
@@ -123,15 +125,15 @@ class Hub:
             except DatabaseUnavailable as err:
                 raise UpError(str(err)) from None
             return self.settings.postgres_url
-        root = self.settings.data_dir / "postgres"
-        if self.options.fresh and root.exists():
-            EmbeddedPostgres(root)._stop_leftover()
-            shutil.rmtree(root)
-            self.say(f"--fresh: removed {root}")
-        server = EmbeddedPostgres(root)
-        url = server.start()
+        try:
+            server = EmbeddedPostgres(self.settings.data_dir / "postgres")
+            if self.options.fresh and server.remove():
+                self.say(f"--fresh: removed the database of {server.root}")
+            url = server.start()
+        except (RuntimeError, OSError) as err:
+            raise UpError(f"embedded PostgreSQL did not start: {err}") from None
         stack.callback(self._step, "PostgreSQL stopped", server.stop)
-        self.say(f"embedded PostgreSQL ready at {describe_url(url)} (data in {root})")
+        self.say(f"embedded PostgreSQL ready at {describe_url(url)} (data in {server.pgdata})")
         return url
 
     def _broker(self, stack: ExitStack) -> str:
@@ -171,7 +173,7 @@ class Hub:
         return env
 
     def _children(self, stack: ExitStack, supervisor: Supervisor) -> None:
-        logs = self.settings.data_dir / "logs"
+        logs = private_dir(self.settings.data_dir / "logs")
         for name in ("worker", "notifier"):
             supervisor.add(
                 Child(

@@ -1,5 +1,11 @@
 """Supervised child processes: restarted with backoff when they die, given up on when they keep
-dying, and tied to `up` so they stop when it does (even when it is killed)."""
+dying, and tied to `up` so they stop when it does (even when it is killed).
+
+"Keep dying" is either of two things: more than MAX_RESTARTS deaths within RESTART_WINDOW_S (a
+fast crash loop), or MAX_SAME_EXITS exits in a row with the same code and last error line, however
+slowly (a child that needs a minute to reach the message that kills it would otherwise be
+restarted forever, and nobody would look at its log).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +26,9 @@ log = logging.getLogger(__name__)
 
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 120.0
+MAX_SAME_EXITS = 5
+#: a child that ran this long before dying counts as having recovered: its streak starts again
+STABLE_RUN_S = 600.0
 
 
 class ChildFailed(Exception):
@@ -37,8 +46,13 @@ class Child:
     restarts: deque[float] = field(default_factory=deque)
     next_start: float = 0.0
     backoff: float = 1.0
+    started_at: float = 0.0
+    #: (exit code, last error line) of the last exit, and how many exits in a row matched it
+    last_exit: tuple[int, str] | None = None
+    same_exits: int = 0
 
     def start(self) -> None:
+        self.started_at = time.monotonic()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
             # SIGTERM when `up` dies: the worker then finishes its batch and commits
@@ -62,10 +76,35 @@ class Child:
         return (errors or lines or ["no output"])[-1][-300:]
 
 
+def count_exit(child: Child, code: int, error: str, now: float) -> int:
+    """Record an exit; returns how many exits in a row were the same (code and error line)."""
+    same = child.last_exit == (code, error) and now - child.started_at < STABLE_RUN_S
+    child.same_exits = child.same_exits + 1 if same else 1
+    child.last_exit = (code, error)
+    return child.same_exits
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"code {code}"
+
+
 class Supervisor:
-    def __init__(self, on_event: Callable[[str], None]):
+    def __init__(
+        self,
+        on_event: Callable[[str], None],
+        *,
+        first_backoff_s: float = 1.0,
+        restart_window_s: float = RESTART_WINDOW_S,
+    ):
         self.children: list[Child] = []
         self.on_event = on_event
+        self.first_backoff_s = first_backoff_s
+        self.restart_window_s = restart_window_s
 
     def add(self, child: Child) -> None:
         stale = read_live_pid(child.pid_path)
@@ -74,6 +113,7 @@ class Supervisor:
                 f"stopping a {child.name} left running by an earlier crash (pid {stale.pid})"
             )
             stop_process(stale)
+        child.backoff = self.first_backoff_s
         child.start()
         self.children.append(child)
         self.on_event(
@@ -88,26 +128,40 @@ class Supervisor:
             if child.proc is None or child.proc.poll() is None:
                 continue
             if child.next_start == 0.0:
-                code = child.proc.returncode
-                child.restarts.append(now)
-                while child.restarts and now - child.restarts[0] > RESTART_WINDOW_S:
-                    child.restarts.popleft()
-                if len(child.restarts) > MAX_RESTARTS:
-                    raise ChildFailed(
-                        f"{child.name} died {len(child.restarts)} times in "
-                        f"{RESTART_WINDOW_S:.0f} s; last error: {child.last_error()} "
-                        f"(full log: {child.log_path})"
-                    )
-                child.next_start = now + child.backoff
-                self.on_event(
-                    f"{child.name} exited with code {code}; restarting in "
-                    f"{child.backoff:.0f} s ({child.last_error()})"
-                )
-                child.backoff = min(child.backoff * 2, 30.0)
+                self._exited(child, now)
             elif now >= child.next_start:
                 child.next_start = 0.0
                 child.start()
                 self.on_event(f"{child.name} restarted (pid {child.proc.pid})")
+
+    def _exited(self, child: Child, now: float) -> None:
+        """A child died: schedule its restart, or raise ChildFailed when it keeps dying."""
+        assert child.proc is not None
+        code = child.proc.returncode
+        error = child.last_error()
+        how = describe_exit(code)
+        same = count_exit(child, code, error, now)
+        child.restarts.append(now)
+        while child.restarts and now - child.restarts[0] > self.restart_window_s:
+            child.restarts.popleft()
+        if same >= MAX_SAME_EXITS:
+            raise ChildFailed(
+                f"{child.name} exited {same} times in a row with {how}; last error: {error} "
+                f"(full log: {child.log_path})"
+            )
+        if len(child.restarts) > MAX_RESTARTS:
+            raise ChildFailed(
+                f"{child.name} died {len(child.restarts)} times in "
+                f"{self.restart_window_s:.0f} s; last error: {error} (full log: {child.log_path})"
+            )
+        if now - child.started_at >= STABLE_RUN_S:
+            child.backoff = self.first_backoff_s
+        child.next_start = now + child.backoff
+        self.on_event(
+            f"{child.name} exited with {how}; restarting in {child.backoff:.1f} s "
+            f"({error}; log {child.log_path})"
+        )
+        child.backoff = min(child.backoff * 2, 30.0)
 
     def stop(self, name: str, timeout: float = 30.0) -> None:
         for child in self.children:

@@ -13,9 +13,13 @@ from rtmh.windows.partials import (
     partial_rows,
 )
 
+#: the stage also empties at commit; emptied after each merge too, because the ingest safety net
+#: merges several parts of a batch in one transaction and each must merge only its own partials
+EMPTY_STAGE_SQL = "DELETE FROM window_partials_stage"
+
 
 def merge_partials(conn: psycopg.Connection, partials: dict[PartialKey, Partial]) -> None:
-    """Stage and upsert; must run inside the caller's transaction (the stage empties at commit)."""
+    """Stage and upsert; must run inside the caller's transaction."""
     if not partials:
         return
     with conn.cursor() as cur:
@@ -24,3 +28,4 @@ def merge_partials(conn: psycopg.Connection, partials: dict[PartialKey, Partial]
             for row in partial_rows(partials):
                 copy.write_row(row)
         cur.execute(MERGE_PARTIALS_SQL)
+        cur.execute(EMPTY_STAGE_SQL)
