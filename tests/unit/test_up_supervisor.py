@@ -101,3 +101,13 @@ def test_a_long_healthy_run_ends_the_streak() -> None:
 )
 def test_describe_exit(code: int, text: str) -> None:
     assert describe_exit(code) == text
+
+
+def test_child_logs_are_private(tmp_path: Path) -> None:
+    """Logs can quote SQL, and SQL can hold a channel's secret."""
+    sup = Supervisor(lambda _: None)
+    child = _child(tmp_path, "print('hello')")
+    sup.add(child)
+    assert child.proc is not None and child.proc.wait(60) == 0
+    assert (tmp_path / "logs").stat().st_mode & 0o777 == 0o700
+    assert child.log_path.stat().st_mode & 0o777 == 0o600

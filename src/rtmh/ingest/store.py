@@ -371,6 +371,15 @@ def refused_line(err: BaseException) -> int | None:
     return int(match.group(1)) - 1 if match else None
 
 
+def may_be_json(err: BaseException) -> bool:
+    """Whether the refusal may be jsonb's: PostgreSQL named the data column, or no line at all
+    (a CHECK or a window merge names no column: checking every row's JSON would be wasted)."""
+    if not isinstance(err, psycopg.Error):
+        return False
+    context = err.diag.context or ""
+    return ", column data" in context or _COPY_LINE_RE.search(context) is None
+
+
 def refusal_reason(err: BaseException) -> str:
     if isinstance(err, psycopg.Error):
         first = (err.diag.message_primary or str(err)).strip()
@@ -448,7 +457,7 @@ def _store_rows_isolating(
                     "dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason
                 )
                 continue
-            if not json_checked:
+            if not json_checked and may_be_json(err):
                 json_checked = True
                 part, invalid = _without_invalid_json(conn, part)
                 out.refused.extend(invalid)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil
 
+from rtmh.embedded.files import open_private_log, private_dir
 from rtmh.embedded.process import child_setup, read_live_pid, stop_process, write_pid_file
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,8 @@ class Child:
 
     def start(self) -> None:
         self.started_at = time.monotonic()
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as out:
+        private_dir(self.log_path.parent)
+        with open_private_log(self.log_path) as out:
             # SIGTERM when `up` dies: the worker then finishes its batch and commits
             self.proc = subprocess.Popen(
                 self.argv,
