@@ -48,6 +48,7 @@ from rtmh.ingest.store import (
 from rtmh.kafka.client import (
     MessageReader,
     ensure_topics,
+    make_admin,
     make_consumer,
     to_record,
     topic_ids,
@@ -174,6 +175,7 @@ class Worker:
         self._conn: psycopg.Connection | None = None
         self._consumer: Consumer | None = None
         self._reader: MessageReader | None = None
+        self._admin = make_admin(bootstrap)
         #: topic id each owned partition's start was decided on (None: missing or unknown)
         self._decided_on: dict[Partition, str | None] = {}
         #: every broker went away since the partitions' starts were decided: the one that comes
@@ -232,7 +234,7 @@ class Worker:
     def _current_ids(self) -> dict[str, str] | None:
         """The topics' ids now; None when the broker cannot be asked."""
         try:
-            return topic_ids(self.bootstrap, self.topics, timeout=2)
+            return topic_ids(self.bootstrap, self.topics, timeout=2, admin=self._admin)
         except (KafkaException, TimeoutError) as err:
             log.info("could not ask the broker for topic ids: %s", err)
             return None
@@ -350,9 +352,9 @@ class Worker:
         partitions of a topic that is a new one since their start was decided again."""
         try:
             created = ensure_topics(
-                self.bootstrap, self.topics, self.settings.partitions, timeout=2
+                self.bootstrap, self.topics, self.settings.partitions, timeout=2, admin=self._admin
             )
-            ids = topic_ids(self.bootstrap, self.topics, timeout=2)
+            ids = topic_ids(self.bootstrap, self.topics, timeout=2, admin=self._admin)
         except Exception as err:
             log.warning("broker unreachable while checking topics: %s", err)
             return
@@ -541,7 +543,7 @@ class Worker:
 
     def run(self) -> None:
         s = self.settings
-        ensure_topics(self.bootstrap, self.topics, s.partitions)
+        ensure_topics(self.bootstrap, self.topics, s.partitions, admin=self._admin)
         self._maintain()
         self._reader = MessageReader(self.bootstrap)
         consumer = make_consumer(

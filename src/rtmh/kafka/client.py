@@ -91,11 +91,21 @@ def make_consumer(
     )
 
 
+def make_admin(bootstrap: str) -> AdminClient:
+    """An admin client to keep: the worker checks its topics every few seconds from the poll
+    loop, and a new client each time is a new connection and thread start-up on that loop."""
+    return AdminClient(_common(bootstrap))
+
+
 def ensure_topics(
-    bootstrap: str, topics: Iterable[str], partitions: int, timeout: float = 10
+    bootstrap: str,
+    topics: Iterable[str],
+    partitions: int,
+    timeout: float = 10,
+    admin: AdminClient | None = None,
 ) -> list[str]:
     """Create the topics that do not exist; returns the ones created."""
-    admin = AdminClient(_common(bootstrap))
+    admin = admin or make_admin(bootstrap)
     existing = set(admin.list_topics(timeout=timeout).topics)
     missing = [t for t in topics if t not in existing]
     if not missing:
@@ -117,14 +127,16 @@ def ensure_topics(
     return created
 
 
-def topic_ids(bootstrap: str, topics: Iterable[str], timeout: float = 10) -> dict[str, str]:
+def topic_ids(
+    bootstrap: str, topics: Iterable[str], timeout: float = 10, admin: AdminClient | None = None
+) -> dict[str, str]:
     """The id of each topic that exists (base64, as Kafka tools print it).
 
     A topic deleted and created again keeps its name but gets a new id, and its log starts again
     at offset 0: the id tells the two apart where offsets cannot. Topics the broker does not
     have, does not describe to us, or reports without an id (brokers before Kafka 2.8), are left
     out. Raises KafkaException or TimeoutError when the broker did not answer."""
-    admin = AdminClient(_common(bootstrap))
+    admin = admin or make_admin(bootstrap)
     futures = admin.describe_topics(TopicCollection(list(topics)), request_timeout=timeout)
     ids: dict[str, str] = {}
     for topic, future in futures.items():
