@@ -68,3 +68,20 @@ class Rejected(msgspec.Struct, frozen=True):
 
 
 Decoded = DecodedRecord | Rejected
+
+
+class ReadOutcome(StrEnum):
+    """What reading one offset back from the broker found."""
+
+    FOUND = "found"  # the message at that offset
+    LATER = "later"  # no message there but a later one: a gap (compaction, transaction markers)
+    MISSING = "missing"  # the broker says its log does not hold that offset
+    UNKNOWN = "unknown"  # no answer (an error, a timeout): ask again, conclude nothing
+
+
+class ReadBack(msgspec.Struct, frozen=True):
+    """The answer to reading one offset back; ``message`` is the one found (FOUND, LATER)."""
+
+    outcome: ReadOutcome
+    message: KafkaMessage | None = None
+    detail: str = ""

@@ -28,11 +28,15 @@ def message_digest(msg: KafkaMessage) -> bytes:
 
 @dataclass(slots=True)
 class PartitionProgress:
-    """Where a partition's batch ends: the next offset to store and the last message's digest."""
+    """A partition's part of a batch: where it starts, where it ends (the next offset to store
+    and the last message's digest), and whether its offsets ever went backwards."""
 
     generation: int
     next_offset: int
     last_digest: bytes
+    first_offset: int = 0
+    #: the first offset that was not after the one before it (the position moved back), if any
+    rewound_at: int | None = None
 
 
 @dataclass(slots=True)
@@ -47,6 +51,9 @@ class Batch:
     _tails: dict[Partition, tuple[int, KafkaMessage]] = field(
         default_factory=dict, init=False, repr=False
     )
+    #: per partition: the first offset added, and the first one that went backwards
+    _heads: dict[Partition, int] = field(default_factory=dict, init=False, repr=False)
+    _rewound: dict[Partition, int] = field(default_factory=dict, init=False, repr=False)
     _progress: dict[Partition, PartitionProgress] | None = field(
         default=None, init=False, repr=False
     )
@@ -56,7 +63,13 @@ class Batch:
             self.rejected.append((msg, result))
         else:
             self.records.append((msg, result))
-        self._tails[(msg.topic, msg.partition)] = (generation, msg)
+        part = (msg.topic, msg.partition)
+        tail = self._tails.get(part)
+        if tail is None:
+            self._heads[part] = msg.offset
+        elif msg.offset <= tail[1].offset and part not in self._rewound:
+            self._rewound[part] = msg.offset
+        self._tails[part] = (generation, msg)
         self._progress = None
         self.size += 1
 
@@ -65,7 +78,13 @@ class Batch:
         """Where each partition's part of the batch ends: generation, next offset, last digest."""
         if self._progress is None:
             self._progress = {
-                part: PartitionProgress(generation, msg.offset + 1, message_digest(msg))
+                part: PartitionProgress(
+                    generation,
+                    msg.offset + 1,
+                    message_digest(msg),
+                    self._heads[part],
+                    self._rewound.get(part),
+                )
                 for part, (generation, msg) in self._tails.items()
             }
         return self._progress
@@ -76,6 +95,8 @@ class Batch:
         self.rejected = [(m, r) for m, r in self.rejected if (m.topic, m.partition) not in lost]
         for part in lost:
             self._tails.pop(part, None)
+            self._heads.pop(part, None)
+            self._rewound.pop(part, None)
         self._progress = None
         self.size = len(self.records) + len(self.rejected)
 
@@ -84,6 +105,14 @@ class Batch:
         two must be committed together, in order)."""
         self.records.extend(later.records)
         self.rejected.extend(later.rejected)
+        for part, head in later._heads.items():
+            tail = self._tails.get(part)
+            if tail is None:
+                self._heads[part] = head
+            elif head <= tail[1].offset:
+                self._rewound.setdefault(part, head)
+        for part, offset in later._rewound.items():
+            self._rewound.setdefault(part, offset)
         self._tails.update(later._tails)
         self._progress = None
         self.size += later.size

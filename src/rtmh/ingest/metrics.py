@@ -9,7 +9,10 @@ WRITTEN = Counter("rtmh_ingest_written_total", "events committed to raw_events",
 DEAD_LETTERED = Counter(
     "rtmh_ingest_dead_lettered_total", "messages committed to dead_letters", ["topic"]
 )
-FENCED = Counter("rtmh_ingest_fenced_batches_total", "batches dropped: offsets moved under us")
+FENCED = Counter(
+    "rtmh_ingest_fenced_batches_total",
+    "batches dropped: offsets moved under us, or the batch did not continue them",
+)
 LOG_RESETS = Counter("rtmh_ingest_log_resets_total", "broker logs found reset on assignment")
 REFUSED = Counter(
     "rtmh_ingest_refused_total",
@@ -18,6 +21,18 @@ REFUSED = Counter(
 ISOLATION_ATTEMPTS = Counter(
     "rtmh_ingest_isolation_attempts_total",
     "extra savepoint attempts the safety net made to isolate refused messages",
+)
+PROBE_RETRIES = Counter(
+    "rtmh_ingest_probe_retries_total",
+    "read-backs of a stored offset that got no answer from the broker and were asked again",
+)
+CONFIRMED_COMMITS = Counter(
+    "rtmh_ingest_confirmed_commits_total",
+    "batches whose COMMIT reply was lost, found committed by the offsets on the retry",
+)
+OUT_OF_RANGE = Counter(
+    "rtmh_ingest_out_of_range_total",
+    "partitions whose fetch position the broker called out of range (start decided again)",
 )
 DB_RETRIES = Counter("rtmh_ingest_db_retries_total", "checkpoint attempts that hit a DB error")
 BATCH_SIZE = Histogram(

@@ -1,17 +1,25 @@
 """Where a newly assigned partition starts: the offset stored in PostgreSQL, unless the broker's
-log was reset underneath it.
+log under it is not the one that offset belongs to.
 
-The embedded broker forgets everything on restart and reports wrong high watermarks, and a fetch
-beyond the end of its log returns silence instead of OFFSET_OUT_OF_RANGE (DESIGN.md). So the
-message just before the stored offset is read back and its digest compared with the one stored at
-commit time: missing or different means a new log, started from the beginning under a new
-generation so (generation, topic, partition, offset) stays unique.
+A stored offset remembers its topic id (migration 005): a topic deleted and created again, or
+re-created by an embedded broker that forgot it, has a new id, and its log starts again at 0.
+That settles most resets without asking the log. Otherwise the message just before the stored
+offset is read back and its digest compared with the one stored at commit time; the answer is one
+of four (``ReadOutcome``), and only the broker's own words count:
 
-The read-back cannot see one case: a worker that went on fetching at its old position in the new
-log (librdkafka keeps the position when a topic's id changes) and committed what it found there
-under the old generation. Message n - 1 then matches the digest the worker itself stored, and
-the new log's [0, n) is never read. So a topic known to be a new one (this worker had to create
-it, or its topic id changed) is a reset for every partition without asking the log.
+- the same message: the log is intact, continue;
+- a different message at that offset: a new log, start it from its earliest offset under a new
+  generation, so (generation, topic, partition, offset) stays unique;
+- a later message (a gap: compaction, transaction markers): intact, continue;
+- the broker says its log does not hold it: retention removed it (low watermark past it),
+  or the log is shorter than what was stored: truncated in place (the same topic id: continue at
+  its end) or a new log (a reset);
+- no answer (an error, a timeout, a rolling restart): ask again; guessing "reset" here would
+  store the whole log a second time.
+
+Two cases the read-back cannot see, decided from what the worker knows instead: a topic this
+worker had to create (it was missing, so any stored offset belongs to a log that is gone), and a
+topic whose id changed while the worker held it (``recreated_topics``).
 """
 
 from __future__ import annotations
@@ -20,14 +28,17 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from rtmh.ingest.store import StoredOffset
+from rtmh.records import ReadOutcome
 
 
 @dataclass(frozen=True, slots=True)
 class Probe:
-    """What the broker holds around a stored offset."""
+    """What the broker answered about the message at ``stored.next_offset - 1``."""
 
     watermarks: tuple[int, int] | None  # (low, high); high may under-report on tansu
-    digest_before: bytes | None  # digest of the message at stored.next_offset - 1, if readable
+    outcome: ReadOutcome
+    digest: bytes | None = None  # FOUND: the digest of the message read back
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +49,25 @@ class StartDecision:
     warning: str | None = None
 
 
-def needs_probe(stored: StoredOffset | None) -> bool:
-    return stored is not None and stored.next_offset > 0 and stored.last_digest is not None
+@dataclass(frozen=True, slots=True)
+class AskAgain:
+    """No decision yet: the broker did not answer; probe again after a while."""
+
+    reason: str
+
+
+def needs_probe(stored: StoredOffset | None, topic_id: str | None = None) -> bool:
+    """Whether the start depends on reading message n - 1 back (ids that differ settle it)."""
+    return (
+        stored is not None
+        and stored.next_offset > 0
+        and stored.last_digest is not None
+        and not ids_differ(stored, topic_id)
+    )
+
+
+def ids_differ(stored: StoredOffset, topic_id: str | None) -> bool:
+    return stored.topic_id is not None and topic_id is not None and stored.topic_id != topic_id
 
 
 def recreated_topics(
@@ -64,10 +92,16 @@ def recreated_topics(
 
 
 def decide_start(
-    part: str, stored: StoredOffset | None, probe: Probe | None, recreated: str | None = None
-) -> StartDecision:
+    part: str,
+    stored: StoredOffset | None,
+    probe: Probe | None,
+    recreated: str | None = None,
+    topic_id: str | None = None,
+) -> StartDecision | AskAgain:
     """Where ``part`` starts. ``recreated``: why its topic is known to be a new one (a reset
-    whatever the probe would say), or None."""
+    whatever the probe would say), or None; ``topic_id``: the topic's id now (None: unknown).
+    ``probe`` is needed only when ``needs_probe(stored)``; it is not read when the topic ids
+    settle the start."""
     if stored is None:
         return StartDecision(None, 0, None)
     if recreated is not None:
@@ -77,28 +111,66 @@ def decide_start(
             f"generation {stored.generation + 1}, stored offset {stored.next_offset} belonged to "
             "the old one",
         )
-    if not needs_probe(stored) or probe is None:
+    if ids_differ(stored, topic_id):
+        return _reset(
+            stored,
+            f"{part}: topic id is {topic_id}, stored offset {stored.next_offset} belongs to "
+            f"topic id {stored.topic_id} (deleted and created again, or the broker restarted "
+            f"empty); consuming the new log from its earliest offset as generation "
+            f"{stored.generation + 1}",
+        )
+    if not needs_probe(stored, topic_id) or probe is None:
         return StartDecision(stored.next_offset, stored.generation, stored)
-    if probe.digest_before is not None and probe.digest_before == stored.last_digest:
+    return _from_probe(part, stored, probe, topic_id)
+
+
+def _from_probe(
+    part: str, stored: StoredOffset, probe: Probe, topic_id: str | None
+) -> StartDecision | AskAgain:
+    before = stored.next_offset - 1
+    if probe.outcome is ReadOutcome.UNKNOWN:
+        return AskAgain(f"{part}: could not read message {before} back ({probe.detail})")
+    if probe.outcome is ReadOutcome.LATER:
+        # nothing at n - 1 but a later message: offsets without messages, the log is intact
         return StartDecision(stored.next_offset, stored.generation, stored)
-    if probe.digest_before is None and probe.watermarks is not None:
-        low, _high = probe.watermarks
-        if stored.next_offset - 1 < low:
-            # a real Kafka's retention removed the message; its low watermark is trustworthy
-            start = max(stored.next_offset, low)
-            warning = None
-            if start > stored.next_offset:
-                warning = (
-                    f"{part}: retention removed offsets {stored.next_offset}..{start - 1} "
-                    "before they were consumed; continuing at the log start"
-                )
-            return StartDecision(start, stored.generation, stored, warning)
-    high = probe.watermarks[1] if probe.watermarks else "unknown"
-    what = "is missing" if probe.digest_before is None else "is a different message"
+    if probe.outcome is ReadOutcome.FOUND:
+        if probe.digest == stored.last_digest:
+            return StartDecision(stored.next_offset, stored.generation, stored)
+        return _reset(
+            stored,
+            f"{part}: broker log was reset (message {before} is a different message than the "
+            f"one stored); consuming the new log from its earliest offset as generation "
+            f"{stored.generation + 1}",
+        )
+    # MISSING: the broker says its log does not hold n - 1
+    if probe.watermarks is None:
+        return AskAgain(f"{part}: message {before} is gone and the watermarks are unknown")
+    low, high = probe.watermarks
+    if before < low:
+        # retention removed it; a real Kafka's low watermark is trustworthy
+        start = max(stored.next_offset, low)
+        warning = None
+        if start > stored.next_offset:
+            warning = (
+                f"{part}: retention removed offsets {stored.next_offset}..{start - 1} "
+                "before they were consumed; continuing at the log start"
+            )
+        return StartDecision(start, stored.generation, stored, warning)
+    if topic_id is not None and stored.topic_id == topic_id:
+        # the same log, cut short (an unclean leader election): what it still holds is stored,
+        # and the offsets from its end on will be new messages
+        return StartDecision(
+            high,
+            stored.generation + 1,
+            stored,
+            f"{part}: broker log was truncated to {high} below the stored offset "
+            f"{stored.next_offset} (same topic id); continuing at its end as generation "
+            f"{stored.generation + 1}",
+        )
     return _reset(
         stored,
-        f"{part}: broker log was reset (stored offset {stored.next_offset}, broker high "
-        f"watermark {high}, message {stored.next_offset - 1} {what}); consuming the new log "
+        f"{part}: broker log was reset (stored offset {stored.next_offset}, message {before} "
+        f"is missing: {probe.detail}, broker high watermark {high}); consuming the new log "
         f"from its earliest offset as generation {stored.generation + 1}",
     )
 

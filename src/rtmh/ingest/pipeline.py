@@ -3,7 +3,7 @@ transaction; after the commit, the rules engine evaluates the windows the batch 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import psycopg
 
@@ -31,10 +31,23 @@ def window_stage(settings: Settings) -> InTransaction:
     return in_transaction
 
 
+def window_keys(settings: Settings) -> Callable[[Sequence[DecodedRecord]], set[WindowKey]]:
+    """The windows records touch, written or not (for a batch whose commit is found only on a
+    retry, after its reply was lost)."""
+    size, slide = settings.window_size_s, settings.window_slide_s
+    return lambda records: set(build_partials(records, size, slide))
+
+
 def build_worker(
     settings: Settings, postgres_url: str, bootstrap: str, *, rules: bool = True
 ) -> Worker:
-    worker = Worker(settings, postgres_url, bootstrap, in_transaction=window_stage(settings))
+    worker = Worker(
+        settings,
+        postgres_url,
+        bootstrap,
+        in_transaction=window_stage(settings),
+        touched_by=window_keys(settings),
+    )
     if rules:
         engine = RuleEngine(settings, postgres_url)
         worker.after_commit.append(engine.submit)

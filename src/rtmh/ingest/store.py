@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -47,37 +47,46 @@ COPY_DEAD_LETTERS = (
     "reason, broker_time) FROM STDIN"
 )
 
+# Rows are locked in one order for every worker: two workers whose batches share partitions then
+# queue on the first shared row instead of each holding one the other waits for (a deadlock).
 LOCK_OFFSETS = """
-SELECT topic, kafka_partition, generation, next_offset
+SELECT topic, kafka_partition, generation, next_offset, last_digest
 FROM consumer_offsets
 WHERE group_id = %s
   AND (topic, kafka_partition) IN (SELECT * FROM unnest(%s::text[], %s::int[]))
+ORDER BY topic, kafka_partition
 FOR UPDATE
 """
 
 LOAD_OFFSETS = """
-SELECT topic, kafka_partition, generation, next_offset, last_digest
+SELECT topic, kafka_partition, generation, next_offset, last_digest, topic_id
 FROM consumer_offsets
 WHERE group_id = %s AND topic = ANY(%s::text[])
 """
 
 UPDATE_OFFSET = """
 UPDATE consumer_offsets
-SET generation = %s, next_offset = %s, last_digest = %s, updated_at = now()
+SET generation = %s, next_offset = %s, last_digest = %s, topic_id = %s, updated_at = now()
 WHERE group_id = %s AND topic = %s AND kafka_partition = %s
 """
 
 INSERT_OFFSET = """
 INSERT INTO consumer_offsets (group_id, topic, kafka_partition, generation, next_offset,
-                              last_digest)
-VALUES (%s, %s, %s, %s, %s, %s)
+                              last_digest, topic_id)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
 """
 
 MAINTAIN_PARTITIONS = "SELECT rtmh_maintain_partitions(%s, %s)"
 
 
 class Fenced(Exception):
-    """Another worker committed these partitions since we read their offsets: our batch is stale."""
+    """The batch may not be committed: another worker committed these partitions since we read
+    their offsets, or the batch does not continue where the stored offsets end."""
+
+
+class AlreadyCommitted(Exception):
+    """The stored offsets are exactly where this batch ends: it committed on an earlier attempt
+    whose reply was lost (the connection broke after COMMIT was sent)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +94,8 @@ class StoredOffset:
     generation: int
     next_offset: int
     last_digest: bytes | None
+    #: the topic id the offset belongs to; None when unknown (see migration 005)
+    topic_id: str | None = None
 
 
 def load_offsets(
@@ -93,7 +104,8 @@ def load_offsets(
     rows = conn.execute(LOAD_OFFSETS, (group_id, list(topics))).fetchall()
     conn.commit()
     return {
-        (t, p): StoredOffset(g, n, bytes(d) if d is not None else None) for t, p, g, n, d in rows
+        (t, p): StoredOffset(g, n, bytes(d) if d is not None else None, i)
+        for t, p, g, n, d, i in rows
     }
 
 
@@ -267,24 +279,78 @@ def _dead_rows(batch: Batch) -> Iterable[tuple[object, ...]]:
         )
 
 
+def continuity_error(
+    part: Partition, expected: StoredOffset | None, prog: PartitionProgress
+) -> str | None:
+    """Why a partition's batch does not continue where its offsets row ends, or None.
+
+    Within one generation offsets only move forward: a batch that starts before the stored next
+    offset re-reads messages already stored (librdkafka moved the position by itself), and
+    committing it would move next_offset backwards, where a zombie holding the old value passes
+    the fence again. A batch may start after it: compaction, transaction markers and retention
+    leave offsets that hold no message, and refusing those batches would re-read them forever.
+    A new generation (a reset log) or a partition never stored starts anywhere."""
+    name = f"{part[0]}[{part[1]}]"
+    if prog.rewound_at is not None:
+        return (
+            f"{name}: offsets went backwards within the batch (to {prog.rewound_at}); the "
+            "consumer's position moved by itself"
+        )
+    if expected is None or prog.generation != expected.generation:
+        return None
+    if prog.first_offset < expected.next_offset:
+        return (
+            f"{name}: batch starts at offset {prog.first_offset}, before the stored next offset "
+            f"{expected.next_offset} of generation {expected.generation}; the consumer's position "
+            "moved backwards by itself"
+        )
+    return None
+
+
 def _fence(
     conn: psycopg.Connection,
     group_id: str,
     expected: dict[Partition, StoredOffset | None],
+    progress: dict[Partition, PartitionProgress],
 ) -> None:
-    parts = list(expected)
+    """Lock the batch's offsets rows and check they still say what this worker last saw.
+
+    Raises AlreadyCommitted when every row already says where this batch ends (its own commit,
+    whose reply was lost), Fenced when they say anything else or the batch does not continue
+    them."""
+    parts = sorted(expected)
     rows = conn.execute(
         LOCK_OFFSETS, (group_id, [t for t, _ in parts], [p for _, p in parts])
     ).fetchall()
-    found = {(t, p): (g, n) for t, p, g, n in rows}
+    found = {(t, p): (g, n, bytes(d) if d is not None else None) for t, p, g, n, d in rows}
+    if (
+        found
+        and len(found) == len(parts)
+        and all(
+            found[part] == (prog.generation, prog.next_offset, prog.last_digest)
+            for part, prog in progress.items()
+        )
+    ):
+        raise AlreadyCommitted(_positions_text(progress))
     for part in parts:
         exp = expected[part]
         now = found.get(part)
         want = None if exp is None else (exp.generation, exp.next_offset)
-        if now != want:
+        if (now[:2] if now is not None else None) != want:
             raise Fenced(
-                f"{part[0]}[{part[1]}]: stored offset is {now}, this batch expected {want}"
+                f"{part[0]}[{part[1]}]: stored offset is {now and now[:2]}, this batch "
+                f"expected {want}"
             )
+        broken = continuity_error(part, exp, progress[part])
+        if broken is not None:
+            raise Fenced(broken)
+
+
+def _positions_text(progress: dict[Partition, PartitionProgress]) -> str:
+    return ", ".join(
+        f"{t}[{p}] generation {prog.generation} next {prog.next_offset}"
+        for (t, p), prog in sorted(progress.items())
+    )
 
 
 def _store_offsets(
@@ -292,17 +358,35 @@ def _store_offsets(
     group_id: str,
     progress: dict[Partition, PartitionProgress],
     expected: dict[Partition, StoredOffset | None],
+    topic_ids: Mapping[str, str | None],
 ) -> None:
     inserts: list[tuple[object, ...]] = []
     updates: list[tuple[object, ...]] = []
     for (topic, partition), prog in progress.items():
+        topic_id = topic_ids.get(topic)
         if expected[(topic, partition)] is None:
             inserts.append(
-                (group_id, topic, partition, prog.generation, prog.next_offset, prog.last_digest)
+                (
+                    group_id,
+                    topic,
+                    partition,
+                    prog.generation,
+                    prog.next_offset,
+                    prog.last_digest,
+                    topic_id,
+                )
             )
         else:
             updates.append(
-                (prog.generation, prog.next_offset, prog.last_digest, group_id, topic, partition)
+                (
+                    prog.generation,
+                    prog.next_offset,
+                    prog.last_digest,
+                    topic_id,
+                    group_id,
+                    topic,
+                    partition,
+                )
             )
     # executemany pipelines the statements: one round trip, not one per partition (fence, 12
     # offsets and commit: 1.1 -> 0.7 ms, measured)
@@ -319,8 +403,14 @@ def write_batch_exactly_once(
     batch: Batch,
     expected: dict[Partition, StoredOffset | None],
     in_transaction: InTransaction | None = None,
+    topic_ids: Mapping[str, str | None] | None = None,
 ) -> Stored:
-    """The checkpoint. Raises Fenced (and writes nothing) when the offsets moved under us.
+    """The checkpoint. Raises Fenced (and writes nothing) when the offsets moved under us or the
+    batch does not continue them, AlreadyCommitted (writes nothing) when an earlier attempt of
+    this very batch committed.
+
+    ``topic_ids``: the id of each topic the partitions' starts were decided on, stored with the
+    offsets (missing or None: unknown).
 
     ``in_transaction`` adds the later stages' writes (window partials) to the same transaction;
     the windows they touched end up in ``batch.touched_windows``. Messages PostgreSQL refuses
@@ -328,7 +418,7 @@ def write_batch_exactly_once(
     """
     try:
         with conn.transaction():
-            _fence(conn, group_id, {p: expected.get(p) for p in batch.progress})
+            _fence(conn, group_id, {p: expected.get(p) for p in batch.progress}, batch.progress)
             stored = _store_rows_isolating(
                 conn, batch.records, batch_generations(batch), in_transaction
             )
@@ -340,7 +430,7 @@ def write_batch_exactly_once(
                 with conn.cursor().copy(COPY_DEAD_LETTERS) as copy:
                     for row in _dead_rows(batch):
                         copy.write_row(row)
-            _store_offsets(conn, group_id, batch.progress, expected)
+            _store_offsets(conn, group_id, batch.progress, expected, topic_ids or {})
     except psycopg.errors.UniqueViolation as err:
         # another worker inserted the first offset row of a partition concurrently
         raise Fenced(str(err).splitlines()[0]) from None

@@ -11,7 +11,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -31,6 +31,7 @@ from rtmh.ingest import metrics
 from rtmh.ingest.batch import Batch, Partition, message_digest
 from rtmh.ingest.decode import decode, kind_for_topic
 from rtmh.ingest.offsets import (
+    AskAgain,
     Probe,
     StartDecision,
     decide_start,
@@ -38,14 +39,17 @@ from rtmh.ingest.offsets import (
     recreated_topics,
 )
 from rtmh.ingest.store import (
+    AlreadyCommitted,
     Fenced,
     InTransaction,
     StoredOffset,
+    WindowKey,
     load_offsets,
     maintain_partitions,
     write_batch_exactly_once,
 )
 from rtmh.kafka.client import (
+    OUT_OF_RANGE,
     MessageReader,
     ensure_topics,
     make_admin,
@@ -53,16 +57,21 @@ from rtmh.kafka.client import (
     to_record,
     topic_ids,
 )
-from rtmh.records import Kind
+from rtmh.records import DecodedRecord, Kind, ReadOutcome
 
 log = logging.getLogger(__name__)
 
 #: Hooks run after a batch committed (rules evaluation); they get the committed batch.
 AfterCommit = Callable[[Batch], None]
+#: the windows records touch, without writing anything: for a batch found committed after its
+#: COMMIT reply was lost, whose in-transaction writes did not report them
+TouchedBy = Callable[[Sequence[DecodedRecord]], set[WindowKey]]
 
 TOPIC_CHECK_SECONDS = 5.0
 #: how often to try re-checking the partitions after every broker was gone, until it works
 RECHECK_RETRY_SECONDS = 1.0
+#: longest wait between read-backs of a stored offset the broker did not answer
+PROBE_RETRY_MAX_SECONDS = 5.0
 MAINTENANCE_SECONDS = 3600.0
 GC_SECONDS = 10.0
 #: GIL switch interval while a worker runs (Python's default is 5 ms)
@@ -159,6 +168,8 @@ class Worker:
         *,
         in_transaction: InTransaction | None = None,
         after_commit: list[AfterCommit] | None = None,
+        touched_by: TouchedBy | None = None,
+        reader: MessageReader | None = None,
     ):
         self.settings = settings
         self.url = postgres_url
@@ -166,6 +177,7 @@ class Worker:
         self.topics = [settings.topic(k.value) for k in Kind]
         self.in_transaction = in_transaction
         self.after_commit = after_commit or []
+        self.touched_by = touched_by
         #: run when the loop ends, e.g. to stop the rules engine's thread
         self.on_stop: list[Callable[[], None]] = []
         self.owned = Ownership()
@@ -174,14 +186,21 @@ class Worker:
         self._poll_began = 0.0
         self._conn: psycopg.Connection | None = None
         self._consumer: Consumer | None = None
-        self._reader: MessageReader | None = None
+        #: reads stored offsets back (given: a test's reader that fails on purpose)
+        self._reader: MessageReader | None = reader
         self._admin = make_admin(bootstrap)
+        #: topics this worker had to create when it started: any stored offset of theirs
+        #: belongs to a log that is gone (taken by the first decision on each)
+        self._created_at_start: set[str] = set()
         #: topic id each owned partition's start was decided on (None: missing or unknown)
         self._decided_on: dict[Partition, str | None] = {}
         #: every broker went away since the partitions' starts were decided: the one that comes
         #: back may hold new logs (the embedded broker forgets everything), so nothing is taken
         #: until ``_recheck`` has decided each start again
         self._unchecked = False
+        #: owned partitions whose fetch position the broker called out of range: their starts
+        #: are decided again before anything more is taken
+        self._out_of_range: set[Partition] = set()
         self._stop = threading.Event()
         self._kinds: dict[str, Kind | None] = {}
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtmh-checkpoint")
@@ -225,11 +244,40 @@ class Worker:
     # --- assignment --------------------------------------------------------------------------
     def _probe(self, part: Partition, stored: StoredOffset) -> Probe:
         assert self._reader is not None
-        marks = self._reader.watermarks(*part)
-        msg = self._reader.read(part[0], part[1], stored.next_offset - 1)
-        if msg is None:
-            return Probe(marks, None)
-        return Probe(marks, message_digest(to_record(msg)))
+        back = self._reader.read(part[0], part[1], stored.next_offset - 1)
+        if back.outcome is ReadOutcome.FOUND and back.message is not None:
+            return Probe(None, back.outcome, message_digest(back.message), back.detail)
+        # only an absence needs the watermarks (retention or a shorter log)
+        marks = self._reader.watermarks(*part) if back.outcome is ReadOutcome.MISSING else None
+        return Probe(marks, back.outcome, None, back.detail)
+
+    def _start(
+        self, part: Partition, row: StoredOffset | None, topic_id: str | None, reason: str | None
+    ) -> StartDecision | None:
+        """Where ``part`` starts, read-backs the broker does not answer asked again (never taken
+        for a reset); None when the worker stops before it knows."""
+        delay = 0.5
+        asked = 0
+        while True:
+            probe = None
+            if reason is None and row is not None and needs_probe(row, topic_id):
+                probe = self._probe(part, row)
+            decision = decide_start(f"{part[0]}[{part[1]}]", row, probe, reason, topic_id)
+            if not isinstance(decision, AskAgain):
+                return decision
+            asked += 1
+            metrics.PROBE_RETRIES.inc()
+            if asked == 1 or asked % 10 == 0:
+                log.warning(
+                    "%s; asking again in %.1f s (attempt %d). Nothing is consumed from this "
+                    "partition until the broker answers.",
+                    decision.reason,
+                    delay,
+                    asked,
+                )
+            if self._stop.wait(delay):
+                return None
+            delay = min(delay * 2, PROBE_RETRY_MAX_SECONDS)
 
     def _current_ids(self) -> dict[str, str] | None:
         """The topics' ids now; None when the broker cannot be asked."""
@@ -257,20 +305,21 @@ class Worker:
         for part in parts:
             row = stored.get(part)
             reason = recreated.get(part[0])
-            probe = (
-                self._probe(part, row)
-                if reason is None and row is not None and needs_probe(row)
-                else None
-            )
-            decision = decide_start(f"{part[0]}[{part[1]}]", row, probe, reason)
+            if reason is None and part[0] in self._created_at_start:
+                reason = "the topic was missing when this worker started, and it created it"
+            topic_id = None if ids is None else ids.get(part[0])
+            decision = self._start(part, row, topic_id, reason)
+            if decision is None:
+                continue  # stopping
             if decision.warning:
                 log.warning(decision.warning)
                 if decision.generation != (row.generation if row else 0):
                     metrics.LOG_RESETS.inc()
             self.owned.take(part, decision)
-            self._decided_on[part] = None if ids is None else ids.get(part[0])
+            self._decided_on[part] = topic_id
             offset = OFFSET_BEGINNING if decision.offset is None else decision.offset
             positioned.append(TopicPartition(part[0], part[1], offset))
+        self._created_at_start -= {part[0] for part in parts}
         return positioned
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -325,7 +374,7 @@ class Worker:
     def _recheck(
         self,
         consumer: Consumer,
-        ids: dict[str, str],
+        ids: dict[str, str] | None,
         recreated: dict[str, str],
         *,
         trust_batch: bool,
@@ -346,6 +395,22 @@ class Worker:
             consumer.assign(positioned)
             log.info("re-checked %s", _positions(positioned))
         self._unchecked = False
+
+    def _redecide_out_of_range(self, consumer: Consumer) -> None:
+        """The broker said an owned partition's position is beyond its log (or before it): an
+        unclean leader election, retention, a topic created again. Decide every owned start
+        again, the way an assignment does, instead of librdkafka's jump to the log start."""
+        parts = self._out_of_range & set(self.owned.generation)
+        self._out_of_range.clear()
+        if not parts:
+            return
+        metrics.OUT_OF_RANGE.inc(len(parts))
+        log.warning(
+            "fetch position out of range on %s: deciding where to start again",
+            ", ".join(f"{t}[{p}]" for t, p in sorted(parts)),
+        )
+        ids = self._current_ids()
+        self._recheck(consumer, ids, self._recreated(ids, []) if ids else {}, trust_batch=True)
 
     def _check_topics(self, consumer: Consumer) -> None:
         """Create missing topics (the embedded broker forgets them on restart), and start the
@@ -390,31 +455,56 @@ class Worker:
         if not batch:
             return
         expected = {p: self.owned.expected.get(p) for p in batch.progress}
+        ids = {p[0]: self._decided_on.get(p) for p in batch.progress}
         self.batch = Batch()
-        self._inflight = (batch, self._writer.submit(self._write, batch, expected))
+        self._inflight = (batch, self._writer.submit(self._write, batch, expected, ids))
 
-    def _write(self, batch: Batch, expected: dict[Partition, StoredOffset | None]) -> _Outcome:
+    def _write(
+        self,
+        batch: Batch,
+        expected: dict[Partition, StoredOffset | None],
+        topic_ids: dict[str, str | None],
+    ) -> _Outcome:
         """On the writer thread: the transaction, retried while PostgreSQL is unavailable, then
         the after-commit hooks (in commit order, as soon as the commit is durable)."""
         started = time.perf_counter()
         fenced: list[Fenced] = []
+        confirmed: list[AlreadyCommitted] = []
 
         def write(conn: psycopg.Connection) -> None:
             try:
                 write_batch_exactly_once(
-                    conn, self.settings.group_id, batch, expected, self.in_transaction
+                    conn, self.settings.group_id, batch, expected, self.in_transaction, topic_ids
                 )
             except Fenced as err:
                 fenced.append(err)
+            except AlreadyCommitted as err:
+                confirmed.append(err)
 
         if not self._with_db_retry("checkpoint", write):
             return _Outcome(committed=False)
         if fenced:
             return _Outcome(committed=False, fenced=fenced[0])
+        if confirmed:
+            self._confirmed(batch, confirmed[0])
         seconds = time.perf_counter() - started
         for hook in self.after_commit:
             hook(batch)
         return _Outcome(committed=True, seconds=seconds)
+
+    def _confirmed(self, batch: Batch, found: AlreadyCommitted) -> None:
+        """A retry found the batch committed: the connection broke after COMMIT was sent and
+        the reply was lost. It is a committed batch like any other: its windows are evaluated."""
+        metrics.CONFIRMED_COMMITS.inc()
+        log.warning(
+            "batch of %d was committed by an attempt whose reply was lost (offsets already at %s)",
+            len(batch),
+            found,
+        )
+        if self.touched_by is not None:
+            # refused rows were dead-lettered in that commit, but their windows were not
+            # written: evaluating them anyway costs one more look at an unchanged window
+            batch.touched_windows = self.touched_by([rec for _, rec in batch.records])
 
     def _join(self) -> None:
         """Wait for the batch in flight and settle it: ownership and metrics when committed,
@@ -496,7 +586,10 @@ class Worker:
         for m in raw:
             err = m.error()
             if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
+                if err.code() in OUT_OF_RANGE:
+                    self._out_of_range.add((m.topic() or "", m.partition() or 0))
+                    log.warning("consumer: %s", err.str())
+                elif err.code() != KafkaError._PARTITION_EOF:
                     log.debug("consumer: %s", err)
                 continue
             rec = to_record(m)
@@ -543,9 +636,11 @@ class Worker:
 
     def run(self) -> None:
         s = self.settings
-        ensure_topics(self.bootstrap, self.topics, s.partitions, admin=self._admin)
+        created = ensure_topics(self.bootstrap, self.topics, s.partitions, admin=self._admin)
+        self._created_at_start = set(created)
         self._maintain()
-        self._reader = MessageReader(self.bootstrap)
+        if self._reader is None:
+            self._reader = MessageReader(self.bootstrap)
         consumer = make_consumer(
             self.bootstrap,
             s.group_id,
@@ -578,6 +673,8 @@ class Worker:
                 # else: read around the moment every broker went away, so maybe from a log that
                 # replaced the one the starts were decided on; _recheck moves every partition to
                 # a start decided again, so nothing dropped here is skipped
+                if self._out_of_range:
+                    self._redecide_out_of_range(consumer)
                 if self._inflight is not None and self._inflight[1].done():
                     self._join()
                 now = time.monotonic()

@@ -25,9 +25,14 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from rtmh.records import KafkaMessage
+from rtmh.records import KafkaMessage, ReadBack, ReadOutcome
 
 log = logging.getLogger(__name__)
+
+
+#: the broker does not hold a fetch position (with auto.offset.reset=error librdkafka reports it
+#: as _AUTO_OFFSET_RESET instead of moving the position by itself)
+OUT_OF_RANGE = (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE)
 
 
 def _common(bootstrap: str) -> dict[str, Any]:
@@ -49,7 +54,10 @@ def consumer_config(
         # offsets live in PostgreSQL; Kafka's own commit would only be a hint, so none is made
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
+        # every start is an explicit offset (decided from PostgreSQL); a position the broker calls
+        # out of range is an error the worker decides on, never a silent jump to the log start
+        # that would re-read what is stored (issue 23)
+        "auto.offset.reset": "error",
         "session.timeout.ms": session_timeout_ms,
         "heartbeat.interval.ms": max(250, session_timeout_ms // 6),
         # a PostgreSQL outage can hold a batch for minutes; staying in the group keeps partitions
@@ -191,14 +199,18 @@ class MessageReader:
                 "group.id": f"rtmh-probe-{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "error",
+                "enable.partition.eof": True,
                 "fetch.wait.max.ms": 50,
             }
         )
 
-    def read(self, topic: str, partition: int, offset: int, timeout: float = 2.0) -> Message | None:
-        """The message at ``offset``, or None when the log does not hold it (within timeout)."""
-        if not self._refresh(topic, partition, timeout):
-            return None
+    def read(self, topic: str, partition: int, offset: int, timeout: float = 2.0) -> ReadBack:
+        """Read the message at ``offset`` back. Only the broker's own words make it MISSING (no
+        such partition, out of range, the end of its log before ``offset``); an error or no
+        answer within ``timeout`` is UNKNOWN, never taken for an absence."""
+        known = self._refresh(topic, partition, timeout)
+        if known is not None:
+            return known
         self._consumer.assign([TopicPartition(topic, partition, offset)])
         deadline = time.monotonic() + timeout
         try:
@@ -207,21 +219,32 @@ class MessageReader:
                 if msg is None:
                     continue
                 err = msg.error()
+                got = msg.offset()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
+                        # on a real Kafka, the end of the log; the embedded broker's high
+                        # watermark under-reports, but it answers a fetch below its end with
+                        # messages, not with an end (measured)
+                        if got is not None and 0 <= got <= offset:
+                            return ReadBack(ReadOutcome.MISSING, detail=f"the log ends at {got}")
                         continue
-                    return None
-                got = msg.offset()
+                    if err.code() in (
+                        KafkaError._AUTO_OFFSET_RESET,
+                        KafkaError.OFFSET_OUT_OF_RANGE,
+                    ):
+                        return ReadBack(ReadOutcome.MISSING, detail=err.str())
+                    return ReadBack(ReadOutcome.UNKNOWN, detail=err.str())
                 if got == offset:
-                    return msg
+                    return ReadBack(ReadOutcome.FOUND, to_record(msg))
                 if got is not None and got > offset:
-                    return None
-            return None
+                    return ReadBack(ReadOutcome.LATER, to_record(msg))
+            return ReadBack(ReadOutcome.UNKNOWN, detail=f"no answer within {timeout:g} s")
         finally:
             self._consumer.unassign()
 
-    def _refresh(self, topic: str, partition: int, timeout: float) -> bool:
-        """Fetch the topic's metadata now; False when the broker does not have the partition.
+    def _refresh(self, topic: str, partition: int, timeout: float) -> ReadBack | None:
+        """Fetch the topic's metadata now; the answer when it already settles the read (no such
+        partition: MISSING; no metadata: UNKNOWN), else None.
 
         Never fetch with what the handle cached earlier: after a broker restart the cache still
         holds the old topic id, tansu answers a fetch for an unknown id with topic id zero and a
@@ -229,10 +252,18 @@ class MessageReader:
         looks up by a NULL topic name: SIGSEGV in its main thread (issue 24)."""
         try:
             topics = self._consumer.list_topics(topic, timeout=timeout).topics
-        except KafkaException:
-            return False
+        except KafkaException as err:
+            return ReadBack(ReadOutcome.UNKNOWN, detail=f"no metadata: {err}")
         meta = topics.get(topic)
-        return meta is not None and meta.error is None and partition in meta.partitions
+        if meta is None or (
+            meta.error is not None and meta.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+        ):
+            return ReadBack(ReadOutcome.MISSING, detail="the broker has no such topic")
+        if meta.error is not None:
+            return ReadBack(ReadOutcome.UNKNOWN, detail=f"metadata: {meta.error}")
+        if partition not in meta.partitions:
+            return ReadBack(ReadOutcome.MISSING, detail="the broker has no such partition")
+        return None
 
     def watermarks(self, topic: str, partition: int) -> tuple[int, int] | None:
         try:
