@@ -69,6 +69,10 @@ class Rejected(msgspec.Struct, frozen=True):
 
 Decoded = DecodedRecord | Rejected
 
+#: one sliding window of one series: (window_key, metric_type, window_start epoch seconds). The
+#: windows stage returns the keys a batch touched; the rules stage evaluates those.
+WindowKey = tuple[str, str, int]
+
 
 class ReadOutcome(StrEnum):
     """What reading one offset back from the broker found."""

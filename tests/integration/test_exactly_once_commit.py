@@ -25,8 +25,7 @@ from prometheus_client import REGISTRY
 from rtmh.config import load_settings
 from rtmh.ingest.batch import Batch
 from rtmh.ingest.pipeline import build_worker
-from rtmh.ingest.store import WindowKey
-from rtmh.records import DecodedRecord
+from rtmh.records import DecodedRecord, WindowKey
 from tests.integration.ingest_support import assert_exactly_once, counts, produce, wait_for
 from tests.integration.pg_proxy import PgProxy
 

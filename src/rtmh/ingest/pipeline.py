@@ -8,9 +8,9 @@ from collections.abc import Callable, Sequence
 import psycopg
 
 from rtmh.config import Settings
-from rtmh.ingest.store import InTransaction, WindowKey
+from rtmh.ingest.store import InTransaction
 from rtmh.ingest.worker import Worker
-from rtmh.records import DecodedRecord
+from rtmh.records import DecodedRecord, WindowKey
 from rtmh.rules.engine import RuleEngine
 from rtmh.windows.partials import build_partials
 from rtmh.windows.store import merge_partials

@@ -23,7 +23,7 @@ import psycopg
 
 from rtmh.ingest import metrics
 from rtmh.ingest.batch import Batch, Partition, PartitionProgress
-from rtmh.records import DecodedRecord, KafkaMessage, Rejected
+from rtmh.records import DecodedRecord, KafkaMessage, Rejected, WindowKey
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,6 @@ RAW_COLUMNS = (
 
 #: one consumed message and what it decoded to
 Row = tuple[KafkaMessage, DecodedRecord]
-#: (window_key, metric_type, window_start) of a window a write touched
-WindowKey = tuple[str, str, int]
 #: the later stages' writes inside the checkpoint (window partials): given the rows being stored,
 #: returns the windows it touched. Called once per attempt, so it must only write rows' effects.
 InTransaction = Callable[[psycopg.Connection, Sequence[DecodedRecord]], set[WindowKey]]
