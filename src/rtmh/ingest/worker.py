@@ -43,7 +43,6 @@ from rtmh.ingest.store import (
     Fenced,
     InTransaction,
     StoredOffset,
-    WindowKey,
     load_offsets,
     maintain_partitions,
     write_batch_exactly_once,
@@ -57,7 +56,7 @@ from rtmh.kafka.client import (
     to_record,
     topic_ids,
 )
-from rtmh.records import DecodedRecord, Kind, ReadOutcome
+from rtmh.records import DecodedRecord, Kind, ReadOutcome, WindowKey
 
 log = logging.getLogger(__name__)
 
