@@ -7,6 +7,8 @@ Each test gets its own database cloned from a migrated template (CREATE DATABASE
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ import pytest
 from rtmh.db.migrate import apply_pending
 from rtmh.embedded.broker import EmbeddedBroker
 from rtmh.embedded.postgres import EmbeddedPostgres, forget_clusters_under
-from tests.integration.modes import ancestor_modes
+from tests.modes import ancestor_modes
 
 TEMPLATE = "rtmh_template"
 
@@ -112,3 +114,15 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     }
     env["RTMH_DATA_DIR"] = str(tmp_path / "data")
     return env
+
+
+@pytest.fixture
+def reachable_home() -> Iterator[Path]:
+    """A place for a server home of the test's own, reachable by the server account: made by
+    the test (in /tmp, which everyone may enter), so opening it up is allowed."""
+    path = Path(tempfile.mkdtemp(prefix="rtmh-test-home-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path / "home"
+    finally:
+        shutil.rmtree(path)

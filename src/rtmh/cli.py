@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from rtmh.config import ConfigError, Settings, load_settings
+from rtmh.console import make_console
 from rtmh.db.connect import DatabaseUnavailable, connect, describe_url
+from rtmh.db.queries import load
 
 app = typer.Typer(
     help="RTMH, the Real-Time DevOps Monitoring Hub: Kafka in, PostgreSQL as truth, "
@@ -31,8 +32,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(stderr=True)
-out = Console()
+console = make_console(stderr=True)
+out = make_console()
 
 
 def _enable_crash_traces() -> None:
@@ -180,7 +181,7 @@ def migrate(
         with _database(settings) as url:
             if test:
                 with connect(url) as conn:
-                    row = conn.execute("SELECT current_user, version()").fetchone()
+                    row = conn.execute(load("cli").connection_identity).fetchone()
                 assert row is not None
                 out.print(
                     f"connection ok: {describe_url(url)} as {row[0]} ({row[1].split(',')[0]})"
@@ -230,26 +231,13 @@ def _stop_on_signals(stop: Callable[[], None]) -> None:
 def worker(ctx: typer.Context) -> None:
     """Consume the topics into PostgreSQL, maintain windows and evaluate rules (one process of
     a consumer group; run more for more throughput)."""
-    from rtmh.ingest.pipeline import build_worker
+    from rtmh.worker import MetricsPortBusy, run_worker
 
     settings: Settings = ctx.obj
     _require(settings, "postgres_url", "kafka_bootstrap_servers")
-    assert settings.postgres_url and settings.kafka_bootstrap_servers
-    if settings.metrics_port:
-        from prometheus_client import start_http_server
-
-        try:
-            start_http_server(settings.metrics_port)
-        except OSError as err:
-            raise _fail(f"RTMH_METRICS_PORT={settings.metrics_port}: {err.strerror}") from None
-        logging.getLogger("rtmh").info(
-            "Prometheus metrics on http://0.0.0.0:%d/metrics", settings.metrics_port
-        )
     try:
-        w = build_worker(settings, settings.postgres_url, settings.kafka_bootstrap_servers)
-        _stop_on_signals(w.stop)
-        w.run()
-    except DatabaseUnavailable as err:
+        run_worker(settings, _stop_on_signals)
+    except (DatabaseUnavailable, MetricsPortBusy) as err:
         raise _fail(str(err)) from None
 
 
@@ -281,7 +269,7 @@ def simulate(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from rtmh import simulate as sim
-    from rtmh.kafka.client import ensure_topics, make_producer
+    from rtmh.kafka.client import ensure_topics, make_producer, produce_waiting
 
     settings: Settings = ctx.obj
     _require(settings, "kafka_bootstrap_servers")
@@ -308,12 +296,7 @@ def simulate(
     topics = {k: settings.topic(k) for k in ("logs", "metrics", "events")}
 
     def produce(kind: str, key: bytes, value: bytes) -> None:
-        while True:
-            try:
-                producer.produce(topics[kind], value=value, key=key, on_delivery=on_delivery)
-                return
-            except BufferError:  # local queue full: let librdkafka drain it
-                producer.poll(0.05)
+        produce_waiting(producer, topics[kind], value, key, on_delivery)
 
     stop = {"now": False}
     _stop_on_signals(lambda: stop.update(now=True))

@@ -6,12 +6,22 @@ An invalid value stops the program at start with one line naming the setting (se
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import platformdirs
-from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretBytes,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -95,6 +105,53 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("RTMH_SESSION_TIMEOUT_MS", "session_timeout_ms"),
     )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("RTMH_LOG_LEVEL"))
+    # --- the notifier (rtmh notifier); rtmh.notify.notifier.NotifierOptions.from_settings
+    public_url: str = Field(
+        default="http://127.0.0.1:8080",
+        validation_alias=AliasChoices("RTMH_PUBLIC_URL", "public_url"),
+        description="the dashboard's public URL; notifications link {public_url}/incidents/{id}",
+    )
+    notify_concurrency: int = Field(
+        default=64,
+        ge=1,
+        validation_alias=AliasChoices("RTMH_NOTIFY_CONCURRENCY", "notify_concurrency"),
+        description="deliveries in flight at once per notifier",
+    )
+    notify_batch_size: int = Field(
+        default=100,
+        ge=1,
+        validation_alias=AliasChoices("RTMH_NOTIFY_BATCH_SIZE", "notify_batch_size"),
+        description="rows one claim takes at most",
+    )
+    notify_backoff_base_s: float = Field(
+        default=1.0,
+        gt=0,
+        validation_alias=AliasChoices("RTMH_NOTIFY_BACKOFF_BASE_S", "notify_backoff_base_s"),
+        description="retry n waits base * 2**(n-1) s (capped, with jitter)",
+    )
+    notify_backoff_cap_s: float = Field(
+        default=300.0,
+        gt=0,
+        validation_alias=AliasChoices("RTMH_NOTIFY_BACKOFF_CAP_S", "notify_backoff_cap_s"),
+    )
+    notify_lease_margin_s: float = Field(
+        default=5.0,
+        ge=0,
+        validation_alias=AliasChoices("RTMH_NOTIFY_LEASE_MARGIN_S", "notify_lease_margin_s"),
+        description="a claim's lease = the channel's longest attempt + this",
+    )
+    notify_poll_cap_s: float = Field(
+        default=1.0,
+        gt=0,
+        validation_alias=AliasChoices("RTMH_NOTIFY_POLL_CAP_S", "notify_poll_cap_s"),
+        description="longest sleep between claims without a NOTIFY",
+    )
+    notify_stop_timeout_s: float = Field(
+        default=30.0,
+        ge=0,
+        validation_alias=AliasChoices("RTMH_NOTIFY_STOP_TIMEOUT_S", "notify_stop_timeout_s"),
+        description="on stop, how long in-flight deliveries may still take",
+    )
 
     @field_validator("postgres_url")
     @classmethod
@@ -134,6 +191,13 @@ class Settings(BaseSettings):
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return level
 
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
     @field_validator("window_slide_s")
     @classmethod
     def _check_windows(cls, value: int, info: ValidationInfo) -> int:
@@ -149,13 +213,54 @@ class Settings(BaseSettings):
     def api_token_list(self) -> list[str]:
         return [t.strip() for t in self.api_tokens.split(",") if t.strip()]
 
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that make a child process (``rtmh worker`` under ``up``, a
+        benchmarked worker) read exactly these settings: every setting, under the name
+        pydantic-settings reads it by. Callers merge it over their base environment.
 
-_ENV_NAMES = {
-    name: next(
-        (a for a in getattr(field.validation_alias, "choices", ()) if isinstance(a, str)),
-        name,
-    )
-    for name, field in Settings.model_fields.items()
+        Secrets are included in clear (the child needs them): never log the result. A setting
+        that is None (unset) is left out rather than written as "", which would not read back
+        as None for every type; so the base environment must not set it either (either it is
+        the one these settings were read from, or it holds no RTMH_* keys)."""
+        dumped = self.model_dump(mode="json")
+        env: dict[str, str] = {}
+        for name, field in type(self).model_fields.items():
+            value = _env_value(getattr(self, name), dumped[name])
+            if value is not None:
+                env[_env_name(type(self), name, field)] = value
+        return env
+
+
+def _env_name(model: type[BaseSettings], name: str, field: FieldInfo) -> str:
+    """The variable pydantic-settings reads a field from: its first alias, else its name."""
+    alias = field.validation_alias
+    choices = alias.choices if isinstance(alias, AliasChoices) else [alias or field.alias]
+    for choice in choices:
+        if isinstance(choice, str):
+            return choice
+    return (model.model_config.get("env_prefix", "") + name).upper()
+
+
+def _env_value(value: Any, dumped: Any) -> str | None:
+    """One setting as the text its environment variable holds; ``dumped`` is its JSON form."""
+    if isinstance(value, SecretStr | SecretBytes):
+        secret = value.get_secret_value()
+        return secret.decode() if isinstance(secret, bytes) else secret
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)  # repr of a float reads back as the same float, inf included
+    if isinstance(dumped, str):
+        return dumped  # str, Path, enums, dates: their JSON form is what pydantic parses
+    # lists, dicts and models: pydantic-settings parses complex values from JSON
+    return json.dumps(dumped)
+
+
+#: setting -> its environment variable, e.g. batch_max_ms -> RTMH_BATCH_MAX_MS
+ENV_NAMES = {
+    name: _env_name(Settings, name, field) for name, field in Settings.model_fields.items()
 }
 
 
@@ -164,7 +269,7 @@ def describe_error(err: ValidationError) -> str:
     first = err.errors()[0]
     loc = first.get("loc") or ("settings",)
     field = str(loc[0])
-    name = _ENV_NAMES.get(field, field)
+    name = ENV_NAMES.get(field, field)
     given = first.get("input")
     shown = "" if isinstance(given, dict) or given is None else f"={given!r}"
     message = str(first.get("msg", "invalid")).removeprefix("Value error, ")

@@ -4,6 +4,10 @@ Several services on several hosts handle requests: each request is a log line (l
 service's current error ratio) and a latency sample; every host reports CPU and memory gauges each
 second; deploys and restarts are events. A scenario is a list of phases that change one service's
 behaviour for a while, so a burst or a spike is visible against steady traffic.
+
+This is the one traffic generator: `rtmh simulate`, `rtmh up --demo` (its story, up/demo.py), the
+ingest benchmark (steady traffic) and the detection benchmark (``bursts``, with a ``LogLine``
+observer that tells it which line was an error) all draw their messages from ``Traffic``.
 """
 
 from __future__ import annotations
@@ -11,12 +15,17 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import msgspec
 
-SERVICES = ("checkout", "payments", "search", "auth", "inventory")
+#: services are named from this list first, then svc020, svc021, ...
+SERVICE_NAMES = (
+    "checkout", "payments", "search", "auth", "inventory", "cart", "catalog", "shipping",
+    "billing", "pricing", "reviews", "orders", "users", "notify", "media", "gateway",
+    "ledger", "fraud", "tax", "promo",
+)  # fmt: skip
 PATHS = ("/api/v1/cart", "/api/v1/items", "/api/v1/pay", "/api/v1/login", "/healthz")
 ERROR_MESSAGES = (
     "upstream timed out after 3000 ms",
@@ -24,6 +33,15 @@ ERROR_MESSAGES = (
     "database deadlock detected, transaction rolled back",
     "payment gateway returned 502",
 )
+
+
+def service_names(count: int) -> tuple[str, ...]:
+    """``count`` service names: SERVICE_NAMES first, then svc020, svc021, ..."""
+    named = SERVICE_NAMES[:count]
+    return named + tuple(f"svc{i:03d}" for i in range(len(named), count))
+
+
+SERVICES = service_names(5)
 
 _encode = msgspec.json.Encoder().encode
 
@@ -37,6 +55,8 @@ class Phase:
     service: str
     error_ratio: float | None = None
     latency_factor: float | None = None
+    #: the service logs at this multiple of its usual rate: extra log lines, no extra samples
+    rate_factor: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +70,15 @@ class OneOff:
 
 
 @dataclass(frozen=True, slots=True)
+class Conditions:
+    """Which phase decides each service's error ratio, latency and log rate at one moment."""
+
+    errors: dict[str, Phase]
+    latency: dict[str, Phase]
+    rate: dict[str, Phase]
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     name: str
     description: str
@@ -58,23 +87,42 @@ class Scenario:
     base_error_ratio: float = 0.005
     #: repeat the phases and events every ``period`` seconds (the demo's story loops)
     period: float | None = None
+    #: every host's CPU and memory gauges once a second; off, the traffic is the requests' own
+    #: messages only (the detection benchmark's rate is exactly its log lines and samples)
+    gauges: bool = True
 
     def _at(self, t: float) -> float:
         return t % self.period if self.period else t
 
-    def error_ratio(self, service: str, t: float) -> float:
+    def conditions(self, t: float) -> Conditions:
+        """The phases in force at ``t``: the first one of a service that sets a value wins."""
         t = self._at(t)
+        errors: dict[str, Phase] = {}
+        latency: dict[str, Phase] = {}
+        rate: dict[str, Phase] = {}
         for p in self.phases:
-            if p.service == service and p.start <= t < p.end and p.error_ratio is not None:
-                return p.error_ratio
-        return self.base_error_ratio
+            if not p.start <= t < p.end:
+                continue
+            if p.error_ratio is not None:
+                errors.setdefault(p.service, p)
+            if p.latency_factor is not None:
+                latency.setdefault(p.service, p)
+            if p.rate_factor is not None:
+                rate.setdefault(p.service, p)
+        return Conditions(errors, latency, rate)
+
+    def error_ratio(self, service: str, t: float) -> float:
+        phase = self.conditions(t).errors.get(service)
+        return self.base_error_ratio if phase is None else _set(phase.error_ratio)
 
     def latency_factor(self, service: str, t: float) -> float:
-        t = self._at(t)
-        for p in self.phases:
-            if p.service == service and p.start <= t < p.end and p.latency_factor is not None:
-                return p.latency_factor
-        return 1.0
+        phase = self.conditions(t).latency.get(service)
+        return 1.0 if phase is None else _set(phase.latency_factor)
+
+
+def _set(value: float | None) -> float:
+    assert value is not None  # Conditions only holds phases that set the value asked for
+    return value
 
 
 def scenario(name: str, duration: float, services: tuple[str, ...] = SERVICES) -> Scenario:
@@ -107,33 +155,89 @@ def scenario(name: str, duration: float, services: tuple[str, ...] = SERVICES) -
 
 SCENARIOS = ("steady", "error-burst", "latency-spike", "deploy")
 
+
+def bursts(
+    spans: Iterable[tuple[float, float, str]],
+    *,
+    error_ratio: float,
+    rate_factor: float = 1.0,
+    base_error_ratio: float = 0.005,
+) -> Scenario:
+    """Error bursts, one ``(start, end, service)`` each: the service's log lines are errors with
+    probability ``error_ratio`` and it logs at ``rate_factor`` times its rate; no gauges."""
+    phases = tuple(
+        Phase(
+            start,
+            end,
+            service,
+            error_ratio=error_ratio,
+            rate_factor=rate_factor if rate_factor != 1.0 else None,
+        )
+        for start, end, service in spans
+    )
+    return Scenario(
+        "bursts",
+        f"{len(phases)} error bursts of {error_ratio:.0%} errors",
+        phases=phases,
+        base_error_ratio=base_error_ratio,
+        gauges=False,
+    )
+
+
 Message = tuple[str, bytes, bytes]  # (kind, key, value)
 
 
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """A log line as ``Traffic`` made it, for an observer that must know which line was an error
+    (the detection benchmark). Observed just before the line is handed on to be produced."""
+
+    service: str
+    request_id: str
+    error: bool
+    #: the line's ``ts`` (its generation time, epoch seconds)
+    ts: float
+    #: the phase that set the service's error ratio, None at the base ratio
+    phase: Phase | None
+
+
 class Traffic:
-    """Generates messages for time ``t``; pure apart from its random generator."""
+    """Generates messages for time ``t``; pure apart from its random generator (and the
+    observer, when given, which sees every log line)."""
 
     def __init__(
-        self, plan: Scenario, services: tuple[str, ...] = SERVICES, seed: int | None = None
+        self,
+        plan: Scenario,
+        services: tuple[str, ...] = SERVICES,
+        seed: int | None = None,
+        on_log: Callable[[LogLine], None] | None = None,
     ):
         self.plan = plan
         self.services = services
         self.hosts = {s: [f"{s}-{i}" for i in range(1, 4)] for s in services}
         self.rng = random.Random(seed)
+        self.on_log = on_log
         self._next_gauge = 0.0
         self._pending = sorted(plan.events, key=lambda e: e.at)
         self._cycle = 0
         self._request = 0
+        #: service -> extra log lines owed under a rate_factor phase (the fraction carries over)
+        self._extra_due: dict[str, float] = {}
 
-    def _log(self, service: str, now: float, t: float) -> bytes:
+    def _log(self, service: str, now: float, phase: Phase | None) -> bytes:
         rng = self.rng
         host = rng.choice(self.hosts[service])
         self._request += 1
-        if rng.random() < self.plan.error_ratio(service, t):
+        request = f"{self._request:012x}"
+        ratio = self.plan.base_error_ratio if phase is None else _set(phase.error_ratio)
+        error = rng.random() < ratio
+        if error:
             level, msg = "error", rng.choice(ERROR_MESSAGES)
         else:
             level = "warn" if rng.random() < 0.02 else "info"
             msg = f"{rng.choice(('GET', 'POST'))} {rng.choice(PATHS)} 200"
+        if self.on_log is not None:
+            self.on_log(LogLine(service, request, error, now, phase))
         return _encode(
             {
                 "ts": now,
@@ -141,13 +245,14 @@ class Traffic:
                 "host": host,
                 "level": level,
                 "msg": msg,
-                "request_id": f"{self._request:012x}",
+                "request_id": request,
             }
         )
 
-    def _latency(self, service: str, now: float, t: float) -> bytes:
+    def _latency(self, service: str, now: float, phase: Phase | None) -> bytes:
         rng = self.rng
-        value = rng.lognormvariate(3.6, 0.5) * self.plan.latency_factor(service, t)
+        factor = 1.0 if phase is None else _set(phase.latency_factor)
+        value = rng.lognormvariate(3.6, 0.5) * factor
         return _encode(
             {
                 "ts": now,
@@ -181,10 +286,8 @@ class Traffic:
                         ),
                     )
 
-    def batch(self, t: float, requests: int, now: float | None = None) -> list[Message]:
-        """Messages for ``requests`` requests at run time ``t`` (plus gauges and due events)."""
-        wall = time.time() if now is None else now
-        out: list[Message] = []
+    def _events(self, t: float, now: float) -> Iterator[Message]:
+        """The one-off events due by ``t`` (each period's copy, when the plan repeats)."""
         period = self.plan.period
         while period and t >= (self._cycle + 1) * period:
             self._cycle += 1
@@ -194,31 +297,54 @@ class Traffic:
             ]
         while self._pending and self._pending[0].at <= t:
             ev = self._pending.pop(0)
-            out.append(
-                (
-                    "events",
-                    ev.service.encode(),
-                    _encode(
-                        {
-                            "ts": wall,
-                            "service": ev.service,
-                            "type": ev.type,
-                            "severity": "info",
-                            "payload": ev.payload,
-                        }
-                    ),
-                )
-            )
-        if t >= self._next_gauge:
+            event = {
+                "ts": now,
+                "service": ev.service,
+                "type": ev.type,
+                "severity": "info",
+                "payload": ev.payload,
+            }
+            yield ("events", ev.service.encode(), _encode(event))
+
+    def _extra_logs(self, requests: int, now: float, conditions: Conditions) -> Iterator[Message]:
+        """Log lines of services logging faster than usual: (factor - 1) times the share of
+        ``requests`` each service gets on average."""
+        due = self._extra_due
+        for service in [s for s in due if s not in conditions.rate]:
+            del due[service]  # its phase ended: what it still owed is not carried into the next
+        share = requests / len(self.services)
+        for service, phase in conditions.rate.items():
+            owed = due.get(service, 0.0) + share * (_set(phase.rate_factor) - 1.0)
+            lines = int(owed)
+            due[service] = owed - lines
+            key = service.encode()
+            errors = conditions.errors.get(service)
+            for _ in range(lines):
+                yield ("logs", key, self._log(service, now, errors))
+
+    def messages(self, t: float, requests: int, now: float | None = None) -> Iterator[Message]:
+        """Messages for ``requests`` requests at run time ``t`` (plus gauges and due events),
+        made one by one as they are taken: an observer sees a log line just before its
+        producer does."""
+        wall = time.time() if now is None else now
+        yield from self._events(t, wall)
+        if self.plan.gauges and t >= self._next_gauge:
             self._next_gauge = t + 1.0
-            out.extend(self._gauges(wall))
+            yield from self._gauges(wall)
+        conditions = self.plan.conditions(t)
+        errors, latency = conditions.errors, conditions.latency
         choice = self.rng.choice
         for _ in range(requests):
             service = choice(self.services)
             key = service.encode()
-            out.append(("logs", key, self._log(service, wall, t)))
-            out.append(("metrics", key, self._latency(service, wall, t)))
-        return out
+            yield ("logs", key, self._log(service, wall, errors.get(service)))
+            yield ("metrics", key, self._latency(service, wall, latency.get(service)))
+        if conditions.rate or self._extra_due:
+            yield from self._extra_logs(requests, wall, conditions)
+
+    def batch(self, t: float, requests: int, now: float | None = None) -> list[Message]:
+        """``messages`` as a list."""
+        return list(self.messages(t, requests, now))
 
 
 @dataclass
@@ -237,21 +363,27 @@ def run(
     duration: float,
     on_tick: Callable[[float, RunResult], None] | None = None,
     stop: Callable[[], bool] = lambda: False,
+    *,
+    until: Callable[[float], bool] | None = None,
+    tick: float = 0.02,
 ) -> RunResult:
-    """Produce about ``rate`` messages/s for ``duration`` s (two messages per request)."""
+    """Produce about ``rate`` messages/s for ``duration`` s (two messages per request), one
+    batch every ``tick`` s, each message handed to ``produce`` as soon as it is made.
+
+    Stops early once ``stop()`` or ``until(t)`` (t = seconds since the start, asked before each
+    tick's batch) is true; ``on_tick(t, result)`` runs after each batch."""
     result = RunResult()
     started = time.monotonic()
     sent_requests = 0.0
-    tick = 0.02
     while not stop():
         t = time.monotonic() - started
-        if t >= duration:
+        if t >= duration or (until is not None and until(t)):
             break
         due = rate / 2 * t - sent_requests
         if due >= 1:
             n = int(due)
             sent_requests += n
-            for kind, key, value in traffic.batch(t, n):
+            for kind, key, value in traffic.messages(t, n):
                 produce(kind, key, value)
                 result.produced[kind] += 1
         poll()

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from rtmh.bench.notify import percentile, register, summarise
+from rtmh.bench.notify import register
 from rtmh.embedded.postgres import EmbeddedPostgres
 
 
@@ -21,14 +21,6 @@ def _bench_app() -> typer.Typer:
 
     register(app)
     return app
-
-
-def test_percentiles_interpolate_between_ranks() -> None:
-    assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
-    assert percentile([5.0], 0.99) == 5.0
-    figures = summarise([float(v) for v in range(1, 101)])
-    assert figures["p50"] == 50.5 and figures["max"] == 100.0
-    assert abs(figures["p99"] - 99.01) < 1e-9
 
 
 def test_bench_notify_measures_every_notification_and_writes_json(
@@ -52,4 +44,4 @@ def test_bench_notify_measures_every_notification_and_writes_json(
     assert r["latency_from_commit_sent_ms"]["p50"] >= latency["p50"]
     assert figures["machine"]["cpu_logical_cores"] >= 1 and figures["machine"]["ram_gb"] > 0
     assert figures["targets"] == {"p99_max_ms": 500.0}
-    assert isinstance(figures["targets_met"]["p99"], bool)
+    assert figures["targets_met"] == {"p99": latency["p99"] < 500.0}

@@ -20,16 +20,19 @@ import pytest
 from rtmh.embedded.broker import EmbeddedBroker
 from tests.integration.ingest_support import (
     KINDS,
-    counts,
+    port_is_free,
     produce,
     start_worker,
     wait_for,
+    wait_for_rows,
     worker_env,
 )
 
 BEFORE = 3_000
 AFTER = 8_000  # more than before: the new logs pass the offsets stored for the old ones
 AFTER_SEQ = 100_000
+# part of the scenario, not a wait: the broker stays away long enough for fetches to fail
+OUTAGE_S = 1.0
 
 
 def produced(prefix: str, count: int, start_seq: int) -> Counter[tuple[str, int]]:
@@ -59,34 +62,35 @@ def test_worker_survives_a_broker_crash_and_stores_every_message_once(
     server = EmbeddedBroker(tmp_path / "broker")
     bootstrap = server.start()
     port = server.port
+    assert port is not None
     log_path = tmp_path / "worker.log"
     env = worker_env(db_url, bootstrap, topic_prefix, RTMH_SESSION_TIMEOUT_MS=session_timeout_ms)
     worker = start_worker(env, log_path)
+
+    def running() -> bool:
+        return worker.poll() is None
+
     try:
         produce(bootstrap, topic_prefix, BEFORE)
-        wait_for(lambda: counts(db_url)[0] >= BEFORE, 60, f"{BEFORE} rows before the crash")
+        wait_for_rows(db_url, BEFORE, f"{BEFORE} rows before the crash", alive=running)
 
         assert server.proc is not None
         os.kill(server.proc.pid, signal.SIGKILL)
         server.proc.wait()
-        time.sleep(1)
+        time.sleep(OUTAGE_S)
+        wait_for(lambda: port_is_free(port), 30, f"port {port} free")
         server.port = port
         assert server.start() == bootstrap, "the broker must come back on the same port"
         produce(bootstrap, topic_prefix, AFTER, start_seq=AFTER_SEQ)
-
-        def all_stored() -> bool:
-            assert worker.poll() is None, f"worker exited with {worker.returncode}"
-            return counts(db_url)[0] >= BEFORE + AFTER
-
-        wait_for(all_stored, 90, f"{BEFORE + AFTER} rows")
-        time.sleep(1.0)  # a duplicate would land now: give it the chance
-        assert worker.poll() is None, f"worker exited with {worker.returncode}"
+        wait_for_rows(db_url, BEFORE + AFTER, f"{BEFORE + AFTER} rows", alive=running, log=log_path)
+        assert running(), f"worker exited with {worker.returncode}"
     finally:
         if worker.poll() is None:
             worker.terminate()
             worker.wait(30)
         server.stop()
 
+    # counted once the worker has stopped: nothing can land after this, duplicates included
     seqs, generations = stored(db_url)
     expected = produced(topic_prefix, BEFORE, 0) + produced(topic_prefix, AFTER, AFTER_SEQ)
     assert seqs == expected, (

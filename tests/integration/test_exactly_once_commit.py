@@ -24,8 +24,8 @@ from prometheus_client import REGISTRY
 
 from rtmh.config import load_settings
 from rtmh.ingest.batch import Batch
-from rtmh.ingest.pipeline import build_worker
 from rtmh.records import DecodedRecord, WindowKey
+from rtmh.worker import build_worker
 from tests.integration.ingest_support import assert_exactly_once, counts, produce, wait_for
 from tests.integration.pg_proxy import PgProxy
 
@@ -70,17 +70,17 @@ def test_lost_commit_reply_counts_as_committed(
     # what each committed batch handed to the after-commit hooks (run on the writer thread)
     hooked: list[tuple[list[Offset], set[str], set[WindowKey]]] = []
 
-    def record_batch(batch: Batch) -> None:
+    def record_batch(batch: Batch, touched: set[WindowKey]) -> None:
         offsets = [(m.topic, m.partition, m.offset) for m, _ in batch.records]
         offsets += [(m.topic, m.partition, m.offset) for m, _ in batch.rejected]
-        hooked.append((offsets, {rec.data for _, rec in batch.records}, set(batch.touched_windows)))
+        hooked.append((offsets, {rec.data for _, rec in batch.records}, set(touched)))
 
     worker.after_commit.append(record_batch)
 
     # the records written by the transaction whose reply gets lost: the window stage runs inside
     # the checkpoint's transaction, and until the proxy fires only that transaction writes
     in_lost_commit: set[str] = set()
-    window_stage = worker.in_transaction
+    window_stage = worker.checkpoints.in_transaction
     assert window_stage is not None
 
     def watching_stage(
@@ -90,7 +90,7 @@ def test_lost_commit_reply_counts_as_committed(
             in_lost_commit.update(rec.data for rec in records)
         return window_stage(conn, records)
 
-    worker.in_transaction = watching_stage
+    worker.checkpoints.in_transaction = watching_stage
 
     crashed: list[BaseException] = []
 

@@ -11,45 +11,23 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 from prometheus_client import REGISTRY
 
-from rtmh.config import Settings, load_settings
-from rtmh.ingest.pipeline import window_stage
 from rtmh.ingest.worker import Worker
 from rtmh.kafka.client import MessageReader
 from rtmh.records import ReadBack, ReadOutcome
+from rtmh.worker import window_stage
 from tests.integration.ingest_support import (
     assert_exactly_once,
+    in_thread,
     produce,
+    settings_for,
     wait_for,
     wait_for_totals,
 )
-
-
-def settings_for(url: str, bootstrap: str, prefix: str) -> Settings:
-    return load_settings(
-        postgres_url=url,
-        kafka_bootstrap_servers=bootstrap,
-        topic_prefix=prefix,
-        group_id=f"g-{prefix}",
-    )
-
-
-@contextmanager
-def running(worker: Worker) -> Iterator[Worker]:
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        thread.join(60)
-        assert not thread.is_alive(), "the worker did not stop"
 
 
 def counter(name: str) -> float:
@@ -89,7 +67,7 @@ def test_a_position_moved_back_is_refused_and_nothing_is_stored_twice(
     cfg = settings_for(db_url, broker, topic_prefix)
     worker = RewindingWorker(cfg, db_url, broker, in_transaction=window_stage(cfg))
     fenced_before = counter("rtmh_ingest_fenced_batches_total")
-    with running(worker):
+    with in_thread(worker):
         first, _ = produce(broker, topic_prefix, 3_000)
         wait_for_totals(db_url, first, 0)
         stored_before = offsets(db_url, topic_prefix)
@@ -151,7 +129,7 @@ def _restart_with(reader: FlakyReader, db_url: str, broker: str, prefix: str) ->
     """Stored messages from a first worker, then a second one that probes with ``reader``;
     returns how many messages were produced in all."""
     cfg = settings_for(db_url, broker, prefix)
-    with running(Worker(cfg, db_url, broker, in_transaction=window_stage(cfg))):
+    with in_thread(Worker(cfg, db_url, broker, in_transaction=window_stage(cfg))):
         first, _ = produce(broker, prefix, 2_000)
         wait_for_totals(db_url, first, 0)
     stored = offsets(db_url, prefix)
@@ -166,7 +144,7 @@ def _restart_with(reader: FlakyReader, db_url: str, broker: str, prefix: str) ->
         in_transaction=window_stage(cfg),
         reader=reader,  # type: ignore[arg-type]
     )
-    with running(second_worker):
+    with in_thread(second_worker):
         wait_for_totals(db_url, first + second, 0)
     return first + second
 

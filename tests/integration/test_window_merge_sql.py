@@ -1,7 +1,7 @@
 """Migration 003's SQL agrees with rtmh.windows in Python, on a real PostgreSQL.
 
 The sketch merge and quantile estimate, the value formula per metric type, and the staged
-upsert (STAGE_TABLE_SQL / COPY_STAGE_SQL / MERGE_PARTIALS_SQL) batch by batch against
+upsert (SQL.create_stage / SQL.copy_stage / SQL.merge_stage) batch by batch against
 build_partials over the whole input.
 """
 
@@ -19,17 +19,14 @@ from psycopg.types.json import Jsonb
 
 from rtmh.records import DecodedRecord, Kind, MetricSample
 from rtmh.windows.partials import (
-    COPY_STAGE_SQL,
-    MERGE_PARTIALS_SQL,
-    STAGE_TABLE_SQL,
     Partial,
     PartialKey,
     build_partials,
     mode_for,
-    partial_rows,
     value_of,
 )
 from rtmh.windows.sketch import GAMMA, MAX_BUCKETS, Sketch
+from rtmh.windows.store import SQL, partial_rows
 
 REL = 1e-12
 
@@ -172,11 +169,11 @@ def test_value_formula_matches_python(conn: psycopg.Connection[Any], metric_type
 def merge_batch(conn: psycopg.Connection[Any], partials: Mapping[PartialKey, Partial]) -> None:
     """What the worker does inside its batch transaction."""
     with conn.transaction(), conn.cursor() as cur:
-        cur.execute(STAGE_TABLE_SQL)
-        with cur.copy(COPY_STAGE_SQL) as copy:
+        cur.execute(SQL.create_stage)
+        with cur.copy(SQL.copy_stage) as copy:
             for row in partial_rows(partials):
                 copy.write_row(row)
-        cur.execute(MERGE_PARTIALS_SQL)
+        cur.execute(SQL.merge_stage)
 
 
 def stored(conn: psycopg.Connection[Any]) -> dict[PartialKey, dict[str, Any]]:

@@ -28,15 +28,16 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from rtmh.embedded.postgres import EmbeddedPostgres
-from rtmh.kafka.client import ensure_topics, make_producer
+from rtmh.kafka.client import ensure_topics, make_producer, produce_waiting
 
 from ..conftest import TEMPLATE, _create_database, _drop_database
 from .ingest_support import (
     KINDS,
     assert_exactly_once,
     counts,
+    running,
     start_worker,
-    wait_for,
+    wait_for_rows,
     wait_for_totals,
     worker_env,
     worker_thread,
@@ -62,12 +63,7 @@ def produce_all(bootstrap: str, prefix: str, messages: list[Message], partitions
     ensure_topics(bootstrap, [prefix + k for k in KINDS], partitions)
     producer = make_producer(bootstrap)
     for kind, key, value in messages:
-        while True:
-            try:
-                producer.produce(prefix + kind, key=key.encode(), value=value)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce_waiting(producer, prefix + kind, value, key.encode())
     assert producer.flush(60) == 0
 
 
@@ -230,7 +226,7 @@ def test_metrics_agg_equals_a_recomputation_from_raw_events(
             window_size_s=size,
             window_slide_s=slide,
         ):
-            wait_for(lambda: sum(counts(url)) >= len(messages), 60, f"{len(messages)} rows")
+            wait_for_rows(url, len(messages), f"{len(messages)} rows")
         assert counts(url) == (len(messages), 0), dead_letter_reasons(url)
         assert_windows_match(url, prefix, size, slide)
 
@@ -276,7 +272,7 @@ def test_windows_count_nothing_twice_across_sigkill_and_restart(
     log = tmp_path / "worker.log"
     proc = start_worker(env, log)
     try:
-        wait_for(lambda: counts(db_url)[0] >= KILL_TOTAL // 3, 60, "a third of the rows")
+        wait_for_rows(db_url, KILL_TOTAL // 3, "a third of the rows", alive=running(proc))
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -284,7 +280,7 @@ def test_windows_count_nothing_twice_across_sigkill_and_restart(
     assert killed_at < KILL_TOTAL, "the worker finished before it could be killed"
     proc = start_worker(env, log)
     try:
-        wait_for_totals(db_url, KILL_TOTAL, 0, timeout=90)
+        wait_for_totals(db_url, KILL_TOTAL, 0, alive=running(proc))
     finally:
         proc.terminate()
         proc.wait(30)
@@ -313,11 +309,7 @@ def test_metric_values_beyond_summable_range_are_dead_lettered_not_fatal(
     env.update(RTMH_BATCH_MAX_MESSAGES="7", RTMH_BATCH_MAX_MS="1000")
     proc = start_worker(env, tmp_path / "worker.log")
     try:
-        wait_for(
-            lambda: proc.poll() is not None or sum(counts(db_url)) >= len(messages),
-            60,
-            "all messages or the worker's exit",
-        )
+        wait_for_rows(db_url, len(messages), "all messages", alive=running(proc))
         assert proc.poll() is None, (tmp_path / "worker.log").read_text()[-2000:]
     finally:
         proc.terminate()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
@@ -10,6 +11,17 @@ import time
 import psutil
 
 from .ingest_support import wait_for
+
+ROLES = ("postgres", "broker", "worker", "notifier")
+
+
+def _role(name: str, cmdline: list[str]) -> str | None:
+    if "rtmh.cli" in cmdline[:-1]:
+        command = cmdline[cmdline.index("rtmh.cli") + 1]
+        return command if command in ROLES else None
+    if name == "postgres":
+        return "postgres"
+    return "broker" if name == "tansu" else None
 
 
 class UpRun:
@@ -56,6 +68,23 @@ class UpRun:
 
     def wait_for_line(self, fragment: str, timeout: float) -> None:
         wait_for(lambda: fragment in self.output(), timeout, f"{fragment!r} in up's output")
+
+    def roles(self) -> set[str]:
+        """What `up`'s live children are (worker, notifier, postgres, broker); each one seen is
+        remembered among the descendants too, so survivors() checks it."""
+        found: set[str] = set()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for child in psutil.Process(self.proc.pid).children(recursive=True):
+                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                    role = _role(child.name(), child.cmdline())
+                    self.descendants.add(child.pid)
+                    if role is not None:
+                        found.add(role)
+        return found
+
+    def wait_for_children(self, timeout: float) -> None:
+        """Until every child `up` starts is running."""
+        wait_for(lambda: self.roles() >= set(ROLES), timeout, f"up's children {ROLES}")
 
     def survivors(self, timeout: float) -> list[int]:
         deadline = time.monotonic() + timeout

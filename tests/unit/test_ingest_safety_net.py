@@ -7,14 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rtmh.ingest.store import (
-    Row,
-    _broker_time,
-    _reason_text,
-    is_data_error,
-    key_columns,
-    split_refused,
-)
+from rtmh.ingest.copy_text import Row, key_columns
+from rtmh.ingest.safety_net import is_data_error, split_refused
+from rtmh.ingest.store import _broker_time, _reason_text
 from rtmh.records import DecodedRecord, KafkaMessage, Kind
 
 

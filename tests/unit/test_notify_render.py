@@ -1,6 +1,6 @@
 """Unit tests of what the channels send: rendered payloads, channel config, signing, redaction.
 
-Everything here is pure (no sockets); tests/integration/test_channels_delivery.py sends the same
+Everything here is pure (no sockets); tests/unit/test_channels_delivery.py sends the same
 payloads to real local receivers.
 """
 
@@ -33,22 +33,14 @@ from rtmh.notify.channels import (
     sign,
     verify_signature,
 )
+from rtmh.notify.channels.alertmanager import label_fingerprint, render_alertmanager
 from rtmh.notify.channels.base import excerpt, scrub
-from rtmh.notify.render import (
-    IncidentSnapshot,
-    Notification,
-    email_subject,
-    encode_json,
-    headline,
-    label_fingerprint,
-    message_id,
-    render_alertmanager,
-    render_email,
-    render_pagerduty,
-    render_slack,
-    render_webhook,
-    value_summary,
-)
+from rtmh.notify.channels.common import encode_json, headline, value_summary
+from rtmh.notify.channels.email import email_subject, message_id, render_email
+from rtmh.notify.channels.pagerduty import render_pagerduty
+from rtmh.notify.channels.slack import render_slack
+from rtmh.notify.channels.webhook import render_webhook
+from rtmh.records import IncidentSnapshot, Notification, value_vs_threshold
 
 NOW = datetime(2024, 5, 1, 12, 0, 30, tzinfo=UTC)
 INCIDENT_ID = "5f0c9a8e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
@@ -114,6 +106,30 @@ def test_value_summary_variants() -> None:
     assert value_summary(incident(condition=None)) == "0.1234 (threshold 0.05)"
     assert value_summary(incident(threshold=None, last_value=None)) == "n/a"
     assert value_summary(incident(last_value=float("nan"))) == "n/a > 0.05"
+
+
+@pytest.mark.parametrize("status", ["resolved", "closed"])
+def test_a_recovered_value_does_not_read_as_if_the_condition_held(status: str) -> None:
+    resolved = incident(status=status, last_value=0.012)
+    assert value_summary(resolved) == "recovered: 0.012, threshold > 0.05"
+    assert value_summary(incident(status=status, condition=None)) == (
+        "recovered: 0.1234, threshold 0.05"
+    )
+    assert value_summary(incident(status=status, threshold=None)) == "recovered: 0.1234"
+    n = notification("resolve", status=status, last_value=0.012, resolved_at=NOW)
+    assert "(recovered: 0.012, threshold &gt; 0.05)" in render_slack(n)["text"]
+    plain = render_email(n, "rtmh@example.com", ("ops@example.com",), NOW)
+    assert isinstance(plain, EmailMessage)
+    body = plain.get_body(("plain",))
+    assert body is not None
+    assert "Value vs threshold: recovered: 0.012, threshold > 0.05" in body.get_content()
+    annotations = render_alertmanager(n, "ops")["alerts"][0]["annotations"]
+    assert annotations["value"] == "0.012"
+
+
+def test_value_vs_threshold_wording() -> None:
+    assert value_vs_threshold("94.6", ">", "500", live=False) == "recovered: 94.6, threshold > 500"
+    assert value_vs_threshold("612", ">", "500", live=True) == "612 > 500"
 
 
 def test_notification_rejects_bad_event_attempt_and_key() -> None:

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rtmh.rules.condition import CONDITIONS, Condition, crosses, worse
 from rtmh.rules.evaluate import (
     Observation,
-    crosses,
     evaluate,
     evaluate_absence,
     evaluate_all,
@@ -23,9 +23,7 @@ from rtmh.rules.evaluate import (
 )
 from rtmh.rules.model import (
     AGGREGATIONS,
-    CONDITIONS,
     Aggregation,
-    Condition,
     Rule,
     RuleError,
     WindowValue,
@@ -331,6 +329,26 @@ def test_equality_has_a_float_tolerance() -> None:
     assert not crosses("==", 1000.001, 1000.0)
     # ordering conditions are exact
     assert crosses(">", 0.1 + 0.2, 0.3)
+
+
+@pytest.mark.parametrize(
+    ("condition", "candidate", "current", "expected"),
+    [
+        (">", 0.4, 0.3, True),
+        (">=", 0.3, 0.4, False),
+        ("<", 10.0, 20.0, True),
+        ("<=", 20.0, 10.0, False),
+        # != : further from the threshold (5) on either side
+        ("!=", 1.0, 7.0, True),
+        ("!=", 6.0, 2.0, False),
+        # == : every firing value equals the threshold; nothing is worse
+        ("==", 5.0, 5.0, False),
+    ],
+)
+def test_worse_is_further_on_the_bad_side(
+    condition: Condition, candidate: float, current: float, expected: bool
+) -> None:
+    assert worse(condition, 5.0, candidate, current) is expected
 
 
 # --------------------------------------------------------------------------- evaluate

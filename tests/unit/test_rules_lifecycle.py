@@ -11,8 +11,10 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from msgspec.structs import replace
 
+from rtmh.records import INCIDENT_STATUSES, LIVE_STATUSES
 from rtmh.rules.evaluate import Observation, evaluate_absence
 from rtmh.rules.lifecycle import (
+    UPDATE_INTERVAL_SECONDS,
     Close,
     Notify,
     Open,
@@ -26,12 +28,11 @@ from rtmh.rules.lifecycle import (
     fingerprint,
     idempotency_key,
     incident_title,
+    live_notification,
     manual_transition,
     step,
 )
 from rtmh.rules.model import (
-    INCIDENT_STATUSES,
-    LIVE_STATUSES,
     STATE_METADATA_FIELDS,
     IncidentState,
     Rule,
@@ -404,30 +405,35 @@ def test_no_repeat_while_clearing() -> None:
     assert t.notifications == ()
 
 
+#: the first moment an 'update' may follow the notification sent at T0
+AFTER = T0 + UPDATE_INTERVAL_SECONDS
+
+
 def test_update_notification_when_peak_grows_by_half() -> None:
     rule = make_rule()
     s = opened(rule, value=0.2)
-    t = step(rule, s, fire(rule, T0 + 1, 0.29), T0 + 1)
+    t = step(rule, s, fire(rule, AFTER, 0.29), AFTER)
     assert t.notifications == ()
-    t = step(rule, t.state, fire(rule, T0 + 2, 0.3), T0 + 2)
+    t = step(rule, t.state, fire(rule, AFTER + 1, 0.3), AFTER + 1)
     assert t.notifications == (Notify("update", 2),)
     [entry] = t.timeline
     assert entry.event_type == "updated"
     assert entry.details["previous_peak"] == 0.2
     assert t.state is not None and t.state.notified_peak == 0.3
-    # the next update needs 0.45
-    t = step(rule, t.state, fire(rule, T0 + 3, 0.44), T0 + 3)
+    # the next update needs 0.45, and another interval
+    later = AFTER + 1 + UPDATE_INTERVAL_SECONDS
+    t = step(rule, t.state, fire(rule, later, 0.44), later)
     assert t.notifications == ()
-    t = step(rule, t.state, fire(rule, T0 + 4, 0.45), T0 + 4)
+    t = step(rule, t.state, fire(rule, later + 1, 0.45), later + 1)
     assert t.notifications == (Notify("update", 3),)
 
 
 def test_update_notification_for_a_less_than_rule() -> None:
     rule = make_rule(metric_type="rps", condition="<", threshold=100)
     s = opened(rule, value=80.0)
-    t = step(rule, s, fire(rule, T0 + 1, 50.0), T0 + 1)
+    t = step(rule, s, fire(rule, AFTER, 50.0), AFTER)
     assert t.notifications == ()
-    t = step(rule, t.state, fire(rule, T0 + 2, 40.0), T0 + 2)
+    t = step(rule, t.state, fire(rule, AFTER + 1, 40.0), AFTER + 1)
     assert t.notifications == (Notify("update", 2),)
     assert t.state is not None and t.state.peak_value == 40.0
 
@@ -437,6 +443,90 @@ def test_update_takes_precedence_over_repeat() -> None:
     s = opened(rule, value=0.1)
     t = step(rule, s, fire(rule, T0 + 20, 0.9), T0 + 20)
     assert t.notifications == (Notify("update", 2),)
+
+
+def test_a_burst_growing_right_after_the_page_pages_once() -> None:
+    """The demo's case: open at 0.1, the burst reaches 0.35 a second later. One page, not two;
+    the growth is reported once the interval has passed, if the incident is still live."""
+    rule = make_rule()
+    s = opened(rule, value=0.1)
+    t = step(rule, s, fire(rule, T0 + 1, 0.35), T0 + 1)
+    assert t.notifications == ()
+    assert t.state is not None and t.state.peak_value == 0.35
+    t = step(rule, t.state, fire(rule, AFTER - 1, 0.2), AFTER - 1)
+    assert t.notifications == ()
+    t = step(rule, t.state, fire(rule, AFTER, 0.2), AFTER)
+    assert t.notifications == (Notify("update", 2),)
+    [entry] = t.timeline
+    assert (entry.details["previous_peak"], entry.details["peak"]) == (0.1, 0.35)
+
+
+def test_a_burst_that_resolves_within_the_interval_sends_open_and_resolve_only() -> None:
+    rule = make_rule(resolve_after_seconds=5)
+    state = opened(rule, value=0.1)
+    sent = ["open"]
+    for at, verdict in [(T0 + 1, fire(rule, T0 + 1, 0.9)), (T0 + 10, clear(rule, T0 + 10))]:
+        t = step(rule, state, verdict, at)
+        sent += [n.event for n in t.notifications]
+        assert t.state is not None
+        state = t.state
+    t = step(rule, state, clear(rule, T0 + 15), T0 + 15)
+    sent += [n.event for n in t.notifications]
+    assert sent == ["open", "resolve"]
+
+
+def test_the_update_interval_never_exceeds_the_repeat_interval() -> None:
+    rule = make_rule(repeat_interval_seconds=60)
+    s = opened(rule, value=0.1)
+    t = step(rule, s, fire(rule, T0 + 30, 0.5), T0 + 30)
+    assert t.notifications == ()
+    t = step(rule, t.state, fire(rule, T0 + 60, 0.5), T0 + 60)
+    assert t.notifications == (Notify("update", 2),)
+
+
+def test_a_severity_change_is_news_at_once() -> None:
+    rule = make_rule(severity="medium")
+    s = opened(rule)
+    assert s.notified_severity == "medium"
+    worse_rule = replace(rule, severity="critical")
+    t = step(worse_rule, s, fire(rule, T0 + 2), T0 + 2)
+    assert t.notifications == (Notify("update", 2),)
+    [entry] = t.timeline
+    assert (entry.details["previous_severity"], entry.details["severity"]) == (
+        "medium",
+        "critical",
+    )
+    assert t.state is not None and t.state.notified_severity == "critical"
+    # told once
+    t = step(worse_rule, t.state, fire(rule, T0 + 3), T0 + 3)
+    assert t.notifications == ()
+
+
+def test_an_unknown_notified_severity_is_not_news() -> None:
+    # incidents stored before notified_severity was recorded
+    rule = make_rule(severity="high")
+    s = replace(opened(rule), notified_severity=None)
+    t = step(rule, s, fire(rule, T0 + 2), T0 + 2)
+    assert t.notifications == ()
+
+
+@pytest.mark.parametrize(
+    ("since_last", "peak", "expected"),
+    [
+        (1.0, 0.3, None),  # nothing new
+        (1.0, 0.9, None),  # grew, but right after the last page
+        (UPDATE_INTERVAL_SECONDS, 0.44, None),  # moved, not past the step
+        (UPDATE_INTERVAL_SECONDS, 0.45, "update"),
+        (1800.0, 0.3, "repeat"),
+        (1800.0, 0.9, "update"),
+    ],
+)
+def test_live_notification_decides_what_is_news(
+    since_last: float, peak: float, expected: str | None
+) -> None:
+    rule = make_rule(repeat_interval_seconds=1800)
+    s = opened(rule, value=0.3)
+    assert live_notification(rule, s, peak, T0 + since_last) == expected
 
 
 def test_idempotency_keys() -> None:

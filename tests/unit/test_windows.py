@@ -14,10 +14,6 @@ from hypothesis import strategies as st
 from rtmh.records import DecodedRecord, Kind, MetricSample
 from rtmh.windows.assign import pane_start, validate_window, window_starts
 from rtmh.windows.partials import (
-    COPY_STAGE_SQL,
-    MERGE_PARTIALS_SQL,
-    STAGE_COLUMNS,
-    STAGE_TABLE_SQL,
     Mode,
     Partial,
     PartialKey,
@@ -25,9 +21,9 @@ from rtmh.windows.partials import (
     merge_partial_maps,
     merge_partials,
     metric_type_for_sample,
-    partial_rows,
 )
 from rtmh.windows.sketch import Sketch
+from rtmh.windows.store import SQL, STAGE_COLUMNS, partial_rows
 
 # ============================================================================ assignment
 
@@ -337,10 +333,11 @@ def test_partial_rows_match_stage_columns() -> None:
 
 
 def test_sql_texts_agree_with_stage_columns() -> None:
-    assert "window_partials_stage" in STAGE_TABLE_SQL
-    assert "ON COMMIT DELETE ROWS" in STAGE_TABLE_SQL
+    assert "window_partials_stage" in SQL.create_stage
+    assert "ON COMMIT DELETE ROWS" in SQL.create_stage
     for column in STAGE_COLUMNS:
-        assert f"\n    {column} " in STAGE_TABLE_SQL
+        assert f"\n    {column} " in SQL.create_stage
     columns = ", ".join(STAGE_COLUMNS)
-    assert f"COPY window_partials_stage ({columns}) FROM STDIN" == COPY_STAGE_SQL
-    assert "ON CONFLICT (window_key, metric_type, window_start)" in MERGE_PARTIALS_SQL
+    copy = " ".join(SQL.copy_stage.replace("( ", "(").split()).replace("( ", "(")
+    assert f"COPY window_partials_stage ({columns}) FROM STDIN" == copy
+    assert "ON CONFLICT (window_key, metric_type, window_start)" in SQL.merge_stage

@@ -44,4 +44,4 @@ def test_out_of_range_errors_are_noted_per_partition_and_nothing_is_taken() -> N
     ]
     worker._take(events)  # type: ignore[arg-type]
     assert worker._out_of_range == {("rtmh.logs", 2), ("rtmh.events", 0)}
-    assert len(worker.batch) == 0
+    assert len(worker.checkpoints.batch) == 0

@@ -8,14 +8,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from rtmh.bench.common import cli_settings
+from rtmh.bench.common import cli_settings, consoles
 
 bench_app = typer.Typer(help="Benchmarks: measured throughput and latency, printed and as JSON.")
-
-_out = Console()
-_err = Console(stderr=True)
 
 
 @bench_app.callback(invoke_without_command=True)
@@ -33,12 +29,13 @@ def suite(
     if ctx.invoked_subcommand is not None:
         return
     group: Any = ctx.command  # typer's own group class (typer vendors click)
+    out, err = consoles()
     figures: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="rtmh-bench-suite-") as tmp:
         for name, args in (("ingest", ["--events", str(events)]), ("detect", []), ("notify", [])):
             command = group.get_command(ctx, name)
             part = Path(tmp) / f"{name}.json"
-            _err.rule(f"rtmh bench {name}")
+            err.rule(f"rtmh bench {name}")
             command.main(
                 [*args, "--json", str(part)],
                 prog_name=f"rtmh bench {name}",
@@ -48,7 +45,7 @@ def suite(
             figures[name] = json.loads(part.read_text())
     if json_file is not None:
         json_file.write_text(json.dumps(figures, indent=2, default=str) + "\n")
-        _out.print(f"all figures written to {json_file}")
+        out.print(f"all figures written to {json_file}")
 
 
 @bench_app.command("ingest")
@@ -67,10 +64,11 @@ def ingest(
     and topics there), else embedded servers in a temporary directory."""
     from rtmh.bench import ingest as bench
 
-    settings = cli_settings(ctx, _err)
-    result = bench.run(settings, events, _err)
+    out, err = consoles()
+    settings = cli_settings(ctx, err)
+    result = bench.run(settings, events, err)
     for table in bench.render(result):
-        _out.print(table)
+        out.print(table)
     if json_file is not None:
         bench.save(result, json_file)
-        _out.print(f"figures written to {json_file}")
+        out.print(f"figures written to {json_file}")

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 import psycopg
@@ -37,9 +36,12 @@ from rich.table import Table
 
 import rtmh
 from rtmh.config import ConfigError, Settings, load_settings
+from rtmh.console import make_console
 from rtmh.db.connect import describe_url, normalise_url
-from rtmh.db.migrate import apply_pending
-from rtmh.db.migrate import load_files as load_migrations
+from rtmh.db.databases import create_database, create_template, database_name, drop_database
+from rtmh.db.queries import load
+
+SQL = load("bench")
 
 #: PostgreSQL settings recorded with every result: they decide what a commit costs
 PG_SETTINGS = (
@@ -86,15 +88,17 @@ def bench_servers(
     *,
     console: Console | None = None,
     fast_unsafe: bool = False,
+    broker: bool = True,
 ) -> Iterator[BenchServers]:
-    """The given servers, or embedded ones (durable settings unless ``fast_unsafe``)."""
+    """The given servers, or embedded ones (durable settings unless ``fast_unsafe``); without
+    ``broker``, PostgreSQL only (``bootstrap`` is then "")."""
     from rtmh.embedded.broker import EmbeddedBroker
     from rtmh.embedded.postgres import EmbeddedPostgres
     from rtmh.kafka.client import wait_for_broker
 
     workdir = Path(tempfile.mkdtemp(prefix="rtmh-bench-"))
     pg: EmbeddedPostgres | None = None
-    broker: EmbeddedBroker | None = None
+    kafka: EmbeddedBroker | None = None
     status = console.status if console is not None else None
     try:
         if postgres_url:
@@ -107,78 +111,62 @@ def bench_servers(
             else:
                 pg.start()
             admin_url = pg.admin_url()
-        if bootstrap:
+        servers_bootstrap = ""
+        if broker and bootstrap:
             wait_for_broker(bootstrap, timeout=15)
             servers_bootstrap = bootstrap
-        else:
-            broker = EmbeddedBroker(workdir / "broker")
-            servers_bootstrap = broker.start()
+        elif broker:
+            kafka = EmbeddedBroker(workdir / "broker")
+            servers_bootstrap = kafka.start()
             wait_for_broker(servers_bootstrap, timeout=30)
         pids = {}
         if pg is not None and pg.proc is not None:
             pids["postgres"] = pg.proc.pid
-        if broker is not None and broker.proc is not None:
-            pids["broker"] = broker.proc.pid
+        if kafka is not None and kafka.proc is not None:
+            pids["broker"] = kafka.proc.pid
         yield BenchServers(
-            admin_url, servers_bootstrap, pg is not None, broker is not None, workdir, pids
+            admin_url, servers_bootstrap, pg is not None, kafka is not None, workdir, pids
         )
     finally:
-        if broker is not None:
-            broker.stop()
+        if kafka is not None:
+            kafka.stop()
         if pg is not None:
             pg.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def with_database(url: str, name: str) -> str:
-    """``url`` pointing at database ``name`` instead."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
 @dataclass
 class Databases:
-    """Fresh, migrated databases cloned from one template (``CREATE DATABASE ... TEMPLATE``),
-    all dropped by ``drop_all``."""
+    """Fresh, migrated databases cloned from one template (``CREATE DATABASE ... TEMPLATE``,
+    see rtmh.db.databases), all dropped by ``drop_all``."""
 
     admin_url: str
     prefix: str = field(default_factory=lambda: f"rtmh_bench_{uuid.uuid4().hex[:8]}")
     created: list[str] = field(default_factory=list)
     _template: str | None = None
 
-    def _admin(self) -> psycopg.Connection:
-        return psycopg.connect(self.admin_url, autocommit=True)
-
-    def _create(self, name: str, template: str | None) -> str:
-        suffix = f" TEMPLATE {template}" if template else ""
-        with self._admin() as conn:
-            conn.execute(f"CREATE DATABASE {name}{suffix}")
-        self.created.append(name)
-        return with_database(self.admin_url, name)
-
     def fresh(self, label: str) -> str:
         """URL of a new database with every migration applied."""
         if self._template is None:
             template = f"{self.prefix}_template"
-            url = self._create(template, None)
-            with psycopg.connect(url, autocommit=True) as conn:
-                apply_pending(conn, load_migrations())
+            self.created.append(template)
+            create_template(self.admin_url, template)
             self._template = template
-        return self._create(f"{self.prefix}_{label}", self._template)
+        name = f"{self.prefix}_{label}"
+        self.created.append(name)
+        return create_database(self.admin_url, name, template=self._template)
 
     def drop(self, url: str) -> None:
         """Drop one database as soon as its phase is measured, so autovacuum working through
         its fresh rows never runs during a later phase."""
-        name = urlsplit(url).path.lstrip("/")
+        name = database_name(url)
         if name in self.created:
-            with self._admin() as conn:
-                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            drop_database(self.admin_url, name)
             self.created.remove(name)
 
     def drop_all(self) -> None:
-        with self._admin() as conn:
-            for name in reversed(self.created):
-                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        for name in reversed(self.created):
+            drop_database(self.admin_url, name)
         self.created.clear()
 
 
@@ -215,10 +203,8 @@ def machine_info() -> dict[str, object]:
 def postgres_info(url: str) -> dict[str, object]:
     """Server version and the settings in PG_SETTINGS."""
     with psycopg.connect(url) as conn:
-        version = conn.execute("SHOW server_version").fetchone()
-        rows = conn.execute(
-            "SELECT name, setting, unit FROM pg_settings WHERE name = ANY(%s)", (list(PG_SETTINGS),)
-        ).fetchall()
+        version = conn.execute(SQL.server_version).fetchone()
+        rows = conn.execute(SQL.server_settings, (list(PG_SETTINGS),)).fetchall()
     settings = {}
     for name, setting, unit in rows:
         if unit == "8kB":
@@ -292,29 +278,35 @@ def rss_mb(pid: int) -> float | None:
         return None
 
 
+def child_env(settings: Settings, **overrides: Any) -> dict[str, str]:
+    """The environment of a benchmarked child (`rtmh worker`, `rtmh notifier`): this process's
+    environment without any RTMH_* / POSTGRES_* / KAFKA_* variable, then ``settings`` with
+    ``overrides`` applied (``Settings.to_env``), so the child reads exactly these settings."""
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("RTMH_", "POSTGRES_", "KAFKA_"))
+    }
+    return {**base, **settings.model_copy(update=overrides).to_env()}
+
+
 def worker_env(
     settings: Settings, url: str, bootstrap: str, prefix: str, group: str
 ) -> dict[str, str]:
     """The environment of a benchmarked `rtmh worker`: these servers and settings only."""
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("RTMH_", "POSTGRES_", "KAFKA_"))
-    }
-    env.update(
-        POSTGRES_URL=url,
-        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-        RTMH_TOPIC_PREFIX=prefix,
-        RTMH_GROUP_ID=group,
-        RTMH_PARTITIONS=str(settings.partitions),
-        RTMH_BATCH_MAX_MESSAGES=str(settings.batch_max_messages),
-        RTMH_BATCH_MAX_MS=str(settings.batch_max_ms),
-        RTMH_MAX_MESSAGE_BYTES=str(settings.max_message_bytes),
-        RTMH_WINDOW_SIZE_S=str(settings.window_size_s),
-        RTMH_WINDOW_SLIDE_S=str(settings.window_slide_s),
-        RTMH_SESSION_TIMEOUT_MS=str(settings.session_timeout_ms),
-        RTMH_METRICS_PORT="0",
-        RTMH_LOG_LEVEL="INFO",
+    return child_env(
+        settings,
+        postgres_url=url,
+        kafka_bootstrap_servers=bootstrap,
+        topic_prefix=prefix,
+        group_id=group,
+        metrics_port=0,
+        log_level="INFO",
     )
-    return env
+
+
+def consoles() -> tuple[Console, Console]:
+    """stdout for the figures, stderr for progress, both at the real width when piped
+    (rtmh.console): a CI log gets whole table rows, not labels broken over four lines."""
+    return make_console(), make_console(stderr=True)
 
 
 def cli_settings(ctx: typer.Context, err: Console) -> Settings:

@@ -65,14 +65,10 @@ from rtmh.bench.common import (
 )
 from rtmh.config import Settings
 from rtmh.ingest.batch import Batch
+from rtmh.ingest.copy_text import RAW_COLUMNS, key_columns, raw_events_copy
 from rtmh.ingest.decode import decode, kind_for_topic
-from rtmh.ingest.store import (
-    COPY_RAW_EVENTS,
-    RAW_COLUMNS,
-    key_columns,
-    maintain_partitions,
-    raw_events_copy,
-)
+from rtmh.ingest.store import SQL as INGEST_SQL
+from rtmh.ingest.store import maintain_partitions
 from rtmh.records import DecodedRecord, KafkaMessage, Kind
 from rtmh.simulate import Traffic, scenario
 
@@ -141,7 +137,7 @@ def produce(
     from confluent_kafka import KafkaError
     from confluent_kafka import Message as KMessage
 
-    from rtmh.kafka.client import ensure_topics, make_producer
+    from rtmh.kafka.client import ensure_topics, make_producer, produce_waiting
 
     ensure_topics(bootstrap, list(topics.values()), partitions)
     producer = make_producer(bootstrap)
@@ -160,12 +156,7 @@ def produce(
 
     started = time.perf_counter()
     for i, (kind, key, value) in enumerate(messages):
-        while True:
-            try:
-                producer.produce(topics[kind], value=value, key=key, on_delivery=delivered(i))
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce_waiting(producer, topics[kind], value, key, delivered(i))
         if i % 5000 == 4999:
             producer.poll(0)
             advance(5000)
@@ -216,7 +207,7 @@ def run_copy_ceiling(url: str, buffers: list[bytes], rows: int, advance: Advance
         per_buffer = rows // max(1, len(buffers))
         started = time.perf_counter()
         for buf in buffers:
-            with conn.transaction(), conn.cursor().copy(COPY_RAW_EVENTS) as copy:
+            with conn.transaction(), conn.cursor().copy(INGEST_SQL.copy_raw_events) as copy:
                 copy.write(buf)
             advance(per_buffer)
         seconds = time.perf_counter() - started
@@ -355,14 +346,38 @@ def _peak_rss_mb() -> float | None:
     return None
 
 
+class _Timings:
+    """The worker's timing hooks (rtmh.ingest.checkpoint.Timings): the clock and CPU time at the
+    first message taken, the writer thread's busy time, and the poll loop's waits for it."""
+
+    def __init__(self) -> None:
+        self.clock: dict[str, float] = {}
+        self.cpu_at_first = 0.0
+        self.writer_busy_s = 0.0
+        self.loop_waits_for_writer_s = 0.0
+
+    def took(self, messages: int) -> None:
+        if "first_message" not in self.clock:
+            self.clock["first_message"] = time.perf_counter()
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            self.cpu_at_first = usage.ru_utime + usage.ru_stime
+
+    def wrote(self, seconds: float) -> None:
+        self.writer_busy_s += seconds
+
+    def waited(self, seconds: float) -> None:
+        if "first_message" in self.clock:
+            self.loop_waits_for_writer_s += seconds
+
+
 def _child_main(spec: dict[str, Any]) -> None:
     """Inside the worker subprocess: the real worker, with a clock on its first message and on
     every commit; stops once ``expected`` messages are committed."""
     import logging
 
     from rtmh.config import load_settings
-    from rtmh.ingest.pipeline import build_worker
     from rtmh.ingest.worker import Worker
+    from rtmh.worker import build_worker
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
@@ -370,91 +385,45 @@ def _child_main(spec: dict[str, Any]) -> None:
     assert url and bootstrap
     expected: int = spec["expected"]
     variant = spec["variant"]
+    timings = _Timings()
     if variant == "worker":
-        worker = build_worker(settings, url, bootstrap)
+        worker = build_worker(settings, url, bootstrap, timings=timings)
     elif variant == "worker_windows":
-        worker = build_worker(settings, url, bootstrap, rules=False)
+        worker = build_worker(settings, url, bootstrap, rules=False, timings=timings)
     else:
-        worker = Worker(settings, url, bootstrap)
+        worker = Worker(settings, url, bootstrap, timings=timings)
     started = time.perf_counter()
-    clock: dict[str, float] = {}
-    cpu_at_first = [0.0]
     committed = [0, 0]  # messages, batches
-    take = worker._take
 
-    def timed_take(raw: list[Any]) -> None:
-        if raw and "first_message" not in clock:
-            clock["first_message"] = time.perf_counter()
-            usage = resource.getrusage(resource.RUSAGE_SELF)
-            cpu_at_first[0] = usage.ru_utime + usage.ru_stime
-        take(raw)
-
-    def on_commit(batch: Batch) -> None:
+    def on_commit(batch: Batch, _touched: object) -> None:
         now = time.perf_counter()
-        clock.setdefault("first_commit", now)
-        clock["last_commit"] = now
+        timings.clock.setdefault("first_commit", now)
+        timings.clock["last_commit"] = now
         committed[0] += len(batch)
         committed[1] += 1
         if committed[0] >= expected:
             worker.stop()
 
-    # where the time goes: the writer thread's busy time, and the poll loop's waits for it
-    spent = {"writer_busy_s": 0.0, "loop_waits_for_writer_s": 0.0}
-    write = getattr(worker, "_write", None)  # absent from a worker without a writer thread
-    join = getattr(worker, "_join", None)
-
-    profile_to = os.environ.get("RTMH_BENCH_PROFILE")
-    writer_profile = None
-    if profile_to:
-        import cProfile
-
-        writer_profile = cProfile.Profile()
-
-    def timed_write(*args: Any) -> Any:
-        assert write is not None
-        t0 = time.perf_counter()
-        if writer_profile is not None:
-            writer_profile.enable()
-        try:
-            return write(*args)
-        finally:
-            if writer_profile is not None:
-                writer_profile.disable()
-            spent["writer_busy_s"] += time.perf_counter() - t0
-
-    def timed_join() -> None:
-        assert join is not None
-        inflight = worker._inflight
-        t0 = time.perf_counter()
-        join()
-        if inflight is not None and "first_message" in clock:
-            spent["loop_waits_for_writer_s"] += time.perf_counter() - t0
-
-    # instance-level wrappers: the worker's code runs unchanged
-    setattr(worker, "_take", timed_take)  # noqa: B010
-    if write is not None and join is not None:
-        setattr(worker, "_write", timed_write)  # noqa: B010
-        setattr(worker, "_join", timed_join)  # noqa: B010
     worker.after_commit.append(on_commit)
-    if profile_to:  # for whoever optimises the hot path: cProfile of the loop and the writer
+    profile_to = os.environ.get("RTMH_BENCH_PROFILE")
+    if profile_to:  # for whoever optimises the hot path: cProfile of the poll loop
         import cProfile
 
         cProfile.runctx("worker.run()", globals(), {"worker": worker}, profile_to)
-        if writer_profile is not None:
-            writer_profile.dump_stats(f"{profile_to}.writer")
     else:
         worker.run()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     result = {
         "committed": committed[0],
         "batches": committed[1],
-        "startup_s": clock.get("first_message", started) - started,
-        "first_message": clock.get("first_message", 0.0),
-        "first_commit": clock.get("first_commit", 0.0),
-        "last_commit": clock.get("last_commit", 0.0),
-        "cpu_s": usage.ru_utime + usage.ru_stime - cpu_at_first[0],
+        "startup_s": timings.clock.get("first_message", started) - started,
+        "first_message": timings.clock.get("first_message", 0.0),
+        "first_commit": timings.clock.get("first_commit", 0.0),
+        "last_commit": timings.clock.get("last_commit", 0.0),
+        "cpu_s": usage.ru_utime + usage.ru_stime - timings.cpu_at_first,
         "vm_hwm_mb": _peak_rss_mb(),
-        **spent,
+        "writer_busy_s": timings.writer_busy_s,
+        "loop_waits_for_writer_s": timings.loop_waits_for_writer_s,
     }
     Path(spec["result"]).write_text(json.dumps(result))
 

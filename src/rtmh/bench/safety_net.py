@@ -21,9 +21,9 @@ import psycopg
 from rtmh.config import Settings
 from rtmh.ingest.batch import Batch
 from rtmh.ingest.decode import decode
-from rtmh.ingest.pipeline import window_stage
 from rtmh.ingest.store import write_batch_exactly_once
 from rtmh.records import KafkaMessage, Kind
+from rtmh.worker import window_stage
 
 POISON = "rtmh-bench-poison"
 ADD_CONSTRAINT = (

@@ -44,8 +44,6 @@ class Batch:
     records: list[tuple[KafkaMessage, DecodedRecord]] = field(default_factory=list)
     rejected: list[tuple[KafkaMessage, Rejected]] = field(default_factory=list)
     size: int = 0
-    #: (window_key, metric_type, window_start) of every window the batch wrote to
-    touched_windows: set[tuple[str, str, int]] = field(default_factory=set)
     #: per partition: (generation, last message added); ``progress`` is derived from it on demand,
     #: so the digest is computed once per partition, not per message (~1 µs a message, measured)
     _tails: dict[Partition, tuple[int, KafkaMessage]] = field(
@@ -116,7 +114,6 @@ class Batch:
         self._tails.update(later._tails)
         self._progress = None
         self.size += later.size
-        self.touched_windows = set()
 
     def __len__(self) -> int:
         return self.size

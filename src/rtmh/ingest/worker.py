@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import gc
 import logging
-import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 import psycopg
 from confluent_kafka import (
@@ -26,9 +23,16 @@ from confluent_kafka import (
 )
 
 from rtmh.config import Settings
-from rtmh.db.connect import DatabaseUnavailable, connect, describe_url
 from rtmh.ingest import metrics
-from rtmh.ingest.batch import Batch, Partition, message_digest
+from rtmh.ingest.batch import Partition, message_digest
+from rtmh.ingest.checkpoint import (
+    AfterCommit,
+    Checkpointer,
+    Ownership,
+    Timings,
+    TouchedBy,
+)
+from rtmh.ingest.database import Database
 from rtmh.ingest.decode import decode, kind_for_topic
 from rtmh.ingest.offsets import (
     AskAgain,
@@ -38,15 +42,9 @@ from rtmh.ingest.offsets import (
     needs_probe,
     recreated_topics,
 )
-from rtmh.ingest.store import (
-    AlreadyCommitted,
-    Fenced,
-    InTransaction,
-    StoredOffset,
-    load_offsets,
-    maintain_partitions,
-    write_batch_exactly_once,
-)
+from rtmh.ingest.safety_net import InTransaction
+from rtmh.ingest.store import StoredOffset, load_offsets, maintain_partitions
+from rtmh.ingest.tuning import GC_SECONDS, TUNING
 from rtmh.kafka.client import (
     OUT_OF_RANGE,
     MessageReader,
@@ -56,15 +54,9 @@ from rtmh.kafka.client import (
     to_record,
     topic_ids,
 )
-from rtmh.records import DecodedRecord, Kind, ReadOutcome, WindowKey
+from rtmh.records import Kind, ReadOutcome
 
 log = logging.getLogger(__name__)
-
-#: Hooks run after a batch committed (rules evaluation); they get the committed batch.
-AfterCommit = Callable[[Batch], None]
-#: the windows records touch, without writing anything: for a batch found committed after its
-#: COMMIT reply was lost, whose in-transaction writes did not report them
-TouchedBy = Callable[[Sequence[DecodedRecord]], set[WindowKey]]
 
 TOPIC_CHECK_SECONDS = 5.0
 #: how often to try re-checking the partitions after every broker was gone, until it works
@@ -72,90 +64,20 @@ RECHECK_RETRY_SECONDS = 1.0
 #: longest wait between read-backs of a stored offset the broker did not answer
 PROBE_RETRY_MAX_SECONDS = 5.0
 MAINTENANCE_SECONDS = 3600.0
-GC_SECONDS = 10.0
-#: GIL switch interval while a worker runs (Python's default is 5 ms)
-SWITCH_INTERVAL_S = 0.001
-
-
-class _RuntimeTuning:
-    """Interpreter settings for as long as at least one worker runs in this process.
-
-    - The cyclic GC: startup objects frozen, automatic collections off, a full collection every
-      GC_SECONDS from the loop instead. Each batch holds ~100k tracked objects; automatic
-      collections rescanned them (and ~60k startup objects) every few thousand messages. The
-      ingest path makes no reference cycles (a batch is freed by reference counting once its
-      checkpoint settles), so what waits for the timed collection is the odd traceback.
-    - The GIL switch interval, 5 ms -> 1 ms: the checkpoint thread gets the GIL back sooner to
-      format the next COPY chunk, so PostgreSQL is not left without rows while the poll loop
-      decodes (alone: 143k -> 149k events/s).
-
-    Both together, ingest benchmark (200k events): worker CPU 7.9 -> 5.9 µs an event,
-    113k -> 149k events/s (measured, ingest-only worker).
-
-    Counted, so workers running side by side in one process (tests) restore the settings once,
-    when the last one stops.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._users = 0
-        self._gc_was_enabled = True
-        self._switch_interval = 0.005
-
-    def acquire(self) -> None:
-        with self._lock:
-            self._users += 1
-            if self._users > 1:
-                return
-            self._gc_was_enabled = gc.isenabled()
-            self._switch_interval = sys.getswitchinterval()
-            gc.collect()
-            gc.freeze()
-            gc.disable()
-            sys.setswitchinterval(SWITCH_INTERVAL_S)
-
-    def release(self) -> None:
-        with self._lock:
-            self._users -= 1
-            if self._users > 0:
-                return
-            sys.setswitchinterval(self._switch_interval)
-            gc.unfreeze()
-            if self._gc_was_enabled:
-                gc.enable()
-
-
-_TUNING = _RuntimeTuning()
 
 
 def _positions(parts: list[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in parts) or "nothing"
 
 
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    """How a checkpoint ended; neither committed nor fenced = given up (stopping, DB down)."""
+class _Schedule:
+    """When each of the poll loop's timed chores is next due (monotonic seconds)."""
 
-    committed: bool
-    fenced: Fenced | None = None
-    seconds: float = 0.0
-
-
-@dataclass
-class Ownership:
-    """Partitions this worker owns: their generation and the offsets row as last seen."""
-
-    generation: dict[Partition, int] = field(default_factory=dict)
-    expected: dict[Partition, StoredOffset | None] = field(default_factory=dict)
-
-    def take(self, part: Partition, decision: StartDecision) -> None:
-        self.generation[part] = decision.generation
-        self.expected[part] = decision.expected
-
-    def release(self, parts: set[Partition]) -> None:
-        for part in parts:
-            self.generation.pop(part, None)
-            self.expected.pop(part, None)
+    def __init__(self, now: float) -> None:
+        self.topic_check = now + TOPIC_CHECK_SECONDS
+        self.maintenance = now + MAINTENANCE_SECONDS
+        self.gc = now + GC_SECONDS
+        self.recheck = 0.0
 
 
 class Worker:
@@ -169,21 +91,28 @@ class Worker:
         after_commit: list[AfterCommit] | None = None,
         touched_by: TouchedBy | None = None,
         reader: MessageReader | None = None,
+        timings: Timings | None = None,
     ):
         self.settings = settings
-        self.url = postgres_url
         self.bootstrap = bootstrap
         self.topics = [settings.topic(k.value) for k in Kind]
-        self.in_transaction = in_transaction
-        self.after_commit = after_commit or []
-        self.touched_by = touched_by
         #: run when the loop ends, e.g. to stop the rules engine's thread
         self.on_stop: list[Callable[[], None]] = []
         self.owned = Ownership()
-        self.batch = Batch()
         self.batch_started = 0.0
         self._poll_began = 0.0
-        self._conn: psycopg.Connection | None = None
+        self._stop = threading.Event()
+        self.db = Database(postgres_url, self._stop)
+        self.checkpoints = Checkpointer(
+            settings.group_id,
+            self.db,
+            self.owned,
+            in_transaction=in_transaction,
+            touched_by=touched_by,
+            after_commit=after_commit if after_commit is not None else [],
+            timings=timings,
+        )
+        self.timings = timings
         self._consumer: Consumer | None = None
         #: reads stored offsets back (given: a test's reader that fails on purpose)
         self._reader: MessageReader | None = reader
@@ -191,8 +120,6 @@ class Worker:
         #: topics this worker had to create when it started: any stored offset of theirs
         #: belongs to a log that is gone (taken by the first decision on each)
         self._created_at_start: set[str] = set()
-        #: topic id each owned partition's start was decided on (None: missing or unknown)
-        self._decided_on: dict[Partition, str | None] = {}
         #: every broker went away since the partitions' starts were decided: the one that comes
         #: back may hold new logs (the embedded broker forgets everything), so nothing is taken
         #: until ``_recheck`` has decided each start again
@@ -200,45 +127,16 @@ class Worker:
         #: owned partitions whose fetch position the broker called out of range: their starts
         #: are decided again before anything more is taken
         self._out_of_range: set[Partition] = set()
-        self._stop = threading.Event()
         self._kinds: dict[str, Kind | None] = {}
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtmh-checkpoint")
-        self._inflight: tuple[Batch, Future[_Outcome]] | None = None
-        self.committed_batches = 0
 
-    # --- PostgreSQL ------------------------------------------------------------------------
-    def _db(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = connect(self.url, autocommit=True)
-        return self._conn
+    @property
+    def after_commit(self) -> list[AfterCommit]:
+        """Run on the checkpoint thread after each commit, in commit order."""
+        return self.checkpoints.after_commit
 
-    def _with_db_retry(self, what: str, action: Callable[[psycopg.Connection], object]) -> bool:
-        """Run ``action`` until it succeeds; False when stopping while PostgreSQL is down."""
-        delay = 0.2
-        while True:
-            try:
-                action(self._db())
-                return True
-            except (
-                psycopg.OperationalError,
-                psycopg.InterfaceError,
-                OSError,
-                DatabaseUnavailable,
-            ) as err:
-                metrics.DB_RETRIES.inc()
-                self._conn = None
-                if self._stop.is_set():
-                    log.error("stopping with PostgreSQL unreachable; %s not done (%s)", what, err)
-                    return False
-                log.warning(
-                    "PostgreSQL at %s unavailable during %s (%s); retrying in %.1f s",
-                    describe_url(self.url),
-                    what,
-                    " ".join(str(err).split())[:200],
-                    delay,
-                )
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+    @property
+    def committed_batches(self) -> int:
+        return self.checkpoints.committed_batches
 
     # --- assignment --------------------------------------------------------------------------
     def _probe(self, part: Partition, stored: StoredOffset) -> Probe:
@@ -252,9 +150,11 @@ class Worker:
 
     def _start(
         self, part: Partition, row: StoredOffset | None, topic_id: str | None, reason: str | None
-    ) -> StartDecision | None:
-        """Where ``part`` starts, read-backs the broker does not answer asked again (never taken
-        for a reset); None when the worker stops before it knows."""
+    ) -> tuple[StartDecision, str | None] | None:
+        """Where ``part`` starts, and the topic id that start was decided on. A read-back the
+        broker does not answer is asked again, never taken for a reset; before each new attempt
+        the topic's id is asked again (a broker that restarted empty shows a new id, or no topic:
+        created here, as the topic check would). None when the worker stops before it knows."""
         delay = 0.5
         asked = 0
         while True:
@@ -263,7 +163,7 @@ class Worker:
                 probe = self._probe(part, row)
             decision = decide_start(f"{part[0]}[{part[1]}]", row, probe, reason, topic_id)
             if not isinstance(decision, AskAgain):
-                return decision
+                return decision, topic_id
             asked += 1
             metrics.PROBE_RETRIES.inc()
             if asked == 1 or asked % 10 == 0:
@@ -277,6 +177,24 @@ class Worker:
             if self._stop.wait(delay):
                 return None
             delay = min(delay * 2, PROBE_RETRY_MAX_SECONDS)
+            topic_id, reason = self._topic_now(part[0], topic_id, reason)
+
+    def _topic_now(
+        self, topic: str, topic_id: str | None, reason: str | None
+    ) -> tuple[str | None, str | None]:
+        """The topic's id as the broker says now, and the reason it is a new topic if this
+        worker had to create it; what was known before when the broker cannot be asked."""
+        try:
+            created = ensure_topics(
+                self.bootstrap, [topic], self.settings.partitions, timeout=2, admin=self._admin
+            )
+            ids = topic_ids(self.bootstrap, [topic], timeout=2, admin=self._admin)
+        except Exception as err:  # the broker is unreachable: nothing new is known
+            log.info("could not ask the broker about %s: %s", topic, err)
+            return topic_id, reason
+        if created:
+            reason = "the topic was missing and this worker created it again"
+        return ids.get(topic, topic_id), reason
 
     def _current_ids(self) -> dict[str, str] | None:
         """The topics' ids now; None when the broker cannot be asked."""
@@ -299,23 +217,22 @@ class Worker:
         def load(conn: psycopg.Connection) -> None:
             stored.update(load_offsets(conn, self.settings.group_id, self.topics))
 
-        self._with_db_retry("loading offsets", load)
+        self.db.run("loading offsets", load)
         positioned: list[TopicPartition] = []
         for part in parts:
             row = stored.get(part)
             reason = recreated.get(part[0])
             if reason is None and part[0] in self._created_at_start:
                 reason = "the topic was missing when this worker started, and it created it"
-            topic_id = None if ids is None else ids.get(part[0])
-            decision = self._start(part, row, topic_id, reason)
-            if decision is None:
+            started = self._start(part, row, None if ids is None else ids.get(part[0]), reason)
+            if started is None:
                 continue  # stopping
+            decision, topic_id = started
             if decision.warning:
                 log.warning(decision.warning)
                 if decision.generation != (row.generation if row else 0):
                     metrics.LOG_RESETS.inc()
-            self.owned.take(part, decision)
-            self._decided_on[part] = topic_id
+            self.owned.take(part, decision, topic_id)
             offset = OFFSET_BEGINNING if decision.offset is None else decision.offset
             positioned.append(TopicPartition(part[0], part[1], offset))
         self._created_at_start -= {part[0] for part in parts}
@@ -328,23 +245,18 @@ class Worker:
         consumer.assign(positioned)
         log.info("assigned %s", _positions(positioned))
 
-    def _release(self, parts: set[Partition]) -> None:
-        self.owned.release(parts)
-        for part in parts:
-            self._decided_on.pop(part, None)
-
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # commit what we hold while the partitions are still ours, so the next owner starts after it
         self.checkpoint()
-        self._release({(tp.topic, tp.partition) for tp in partitions})
+        self.owned.release({(tp.topic, tp.partition) for tp in partitions})
         consumer.unassign()
         log.info("revoked %d partition(s)", len(partitions))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._join()
         lost = {(tp.topic, tp.partition) for tp in partitions}
-        self.batch.drop_partitions(lost)
-        self._release(lost)
+        self.checkpoints.batch.drop_partitions(lost)
+        self.owned.release(lost)
         consumer.unassign()
         log.warning(
             "lost %d partition(s); their uncommitted messages are left to the next owner",
@@ -367,7 +279,7 @@ class Worker:
             log.debug("consumer: %s", err.str())
 
     def _recreated(self, ids: dict[str, str], created: list[str]) -> dict[str, str]:
-        decided_on = {part[0]: then for part, then in self._decided_on.items()}
+        decided_on = {part[0]: then for part, then in self.owned.topic_id.items()}
         return recreated_topics(decided_on, ids, created)
 
     def _recheck(
@@ -386,7 +298,8 @@ class Worker:
         decision rereads whatever of it the new log holds."""
         self._join()
         if not trust_batch:
-            self.batch.drop_partitions({p for p in self.batch.progress if p[0] in recreated})
+            batch = self.checkpoints.batch
+            batch.drop_partitions({p for p in batch.progress if p[0] in recreated})
         self.checkpoint()
         parts = sorted(self.owned.generation)
         if parts:
@@ -426,133 +339,33 @@ class Worker:
         if recreated:
             self._recheck(consumer, ids, recreated, trust_batch=self._unchecked)
             return
-        for part, then in self._decided_on.items():
+        for part, then in self.owned.topic_id.items():
             if then is None:
                 # missing when decided, so started at its earliest offset, which holds for the
                 # topic that appeared since (or its id was unknown): a change from now on is one
-                self._decided_on[part] = ids.get(part[0])
+                self.owned.topic_id[part] = ids.get(part[0])
 
-    # --- the checkpoint ------------------------------------------------------------------------
-    # Checkpoints run on a writer thread, one at a time, so the poll loop reads and decodes the
-    # next batch while PostgreSQL takes this one: both cores busy instead of taking turns (ingest
-    # benchmark, 200k events: 104k -> 149k events/s, measured). The main thread touches the
-    # connection and the ownership only after ``_join``: nothing it does races the writer.
-
+    # --- the checkpoint (ingest/checkpoint.py) -----------------------------------------------
     def checkpoint(self) -> None:
-        """Commit the batch: rows, dead letters, partials and offsets in one transaction.
-
-        Returns once it is settled: committed (after-commit hooks run), fenced, or given up
-        because the worker is stopping while PostgreSQL is unreachable."""
-        self._join()
-        self._submit()
-        self._join()
-
-    def _submit(self) -> None:
-        """Hand the batch to the writer thread (after the one in flight has settled)."""
-        self._join()
-        batch = self.batch
-        if not batch:
-            return
-        expected = {p: self.owned.expected.get(p) for p in batch.progress}
-        ids = {p[0]: self._decided_on.get(p) for p in batch.progress}
-        self.batch = Batch()
-        self._inflight = (batch, self._writer.submit(self._write, batch, expected, ids))
-
-    def _write(
-        self,
-        batch: Batch,
-        expected: dict[Partition, StoredOffset | None],
-        topic_ids: dict[str, str | None],
-    ) -> _Outcome:
-        """On the writer thread: the transaction, retried while PostgreSQL is unavailable, then
-        the after-commit hooks (in commit order, as soon as the commit is durable)."""
-        started = time.perf_counter()
-        fenced: list[Fenced] = []
-        confirmed: list[AlreadyCommitted] = []
-
-        def write(conn: psycopg.Connection) -> None:
-            try:
-                write_batch_exactly_once(
-                    conn, self.settings.group_id, batch, expected, self.in_transaction, topic_ids
-                )
-            except Fenced as err:
-                fenced.append(err)
-            except AlreadyCommitted as err:
-                confirmed.append(err)
-
-        if not self._with_db_retry("checkpoint", write):
-            return _Outcome(committed=False)
-        if fenced:
-            return _Outcome(committed=False, fenced=fenced[0])
-        if confirmed:
-            self._confirmed(batch, confirmed[0])
-        seconds = time.perf_counter() - started
-        for hook in self.after_commit:
-            hook(batch)
-        return _Outcome(committed=True, seconds=seconds)
-
-    def _confirmed(self, batch: Batch, found: AlreadyCommitted) -> None:
-        """A retry found the batch committed: the connection broke after COMMIT was sent and
-        the reply was lost. It is a committed batch like any other: its windows are evaluated."""
-        metrics.CONFIRMED_COMMITS.inc()
-        log.warning(
-            "batch of %d was committed by an attempt whose reply was lost (offsets already at %s)",
-            len(batch),
-            found,
-        )
-        if self.touched_by is not None:
-            # refused rows were dead-lettered in that commit, but their windows were not
-            # written: evaluating them anyway costs one more look at an unchanged window
-            batch.touched_windows = self.touched_by([rec for _, rec in batch.records])
+        """Commit the batch and wait until it is settled: committed (after-commit hooks run),
+        fenced (its partitions read again), or given up because the worker is stopping while
+        PostgreSQL is unreachable."""
+        self._reseek(self.checkpoints.checkpoint())
 
     def _join(self) -> None:
-        """Wait for the batch in flight and settle it: ownership and metrics when committed,
-        a reseek when fenced, back in front of the current batch when given up."""
-        if self._inflight is None:
-            return
-        batch, future = self._inflight
-        self._inflight = None
-        outcome = future.result()  # re-raises what the writer raised
-        if outcome.committed:
-            for part, prog in batch.progress.items():
-                if part in self.owned.expected:
-                    self.owned.expected[part] = StoredOffset(
-                        prog.generation, prog.next_offset, prog.last_digest
-                    )
-            self._count(batch, outcome.seconds)
-        elif outcome.fenced is not None:
-            metrics.FENCED.inc()
-            log.warning(
-                "batch of %d dropped, offsets moved under us: %s", len(batch), outcome.fenced
-            )
-            parts = set(batch.progress)
-            # what was read after the fenced batch follows it: drop it too, the reseek rereads it
-            self.batch.drop_partitions(parts)
-            self._reseek(parts)
-        else:
-            # nothing of it was committed, so nothing read after it may be committed alone
-            batch.absorb(self.batch)
-            self.batch = batch
+        """Settle the batch in flight; a fenced one's partitions are read again."""
+        self._reseek(self.checkpoints.join())
 
-    def _count(self, batch: Batch, seconds: float) -> None:
-        self.committed_batches += 1
-        metrics.BATCH_SIZE.observe(len(batch))
-        metrics.BATCH_SECONDS.observe(seconds)
-        for counter, pairs in (
-            (metrics.WRITTEN, batch.records),
-            (metrics.DEAD_LETTERED, batch.rejected),
-        ):
-            per_topic: dict[str, int] = {}
-            for msg, _ in pairs:
-                per_topic[msg.topic] = per_topic.get(msg.topic, 0) + 1
-            for topic, count in per_topic.items():
-                counter.labels(topic).inc(count)
+    def _submit(self) -> None:
+        self._reseek(self.checkpoints.submit())
 
     def _reseek(self, parts: set[Partition]) -> None:
         """After a fenced batch: go back to what PostgreSQL says for partitions still ours."""
+        if not parts:
+            return
         assert self._consumer is not None
         stored: dict[Partition, StoredOffset] = {}
-        self._with_db_retry(
+        self.db.run(
             "reloading offsets",
             lambda conn: stored.update(load_offsets(conn, self.settings.group_id, self.topics)),
         )
@@ -577,7 +390,7 @@ class Worker:
     def _take(self, raw: list[Message]) -> None:
         # locals and one counter update per topic and call: labels().inc() per message cost
         # ~2 µs of the ~12 µs a message took (measured)
-        batch = self.batch
+        batch = self.checkpoints.batch
         generations = self.owned.generation
         kinds = self._kinds
         max_bytes = self.settings.max_message_bytes
@@ -609,6 +422,8 @@ class Worker:
             batch.add(rec, decode(rec, kind, max_bytes=max_bytes), generation)
         for topic, count in consumed.items():
             metrics.CONSUMED.labels(topic).inc(count)
+        if raw and self.timings is not None:
+            self.timings.took(len(raw))
 
     def _report_lag(self, consumer: Consumer) -> None:
         """High watermark minus the committed next offset, from the last fetch responses (no
@@ -631,7 +446,51 @@ class Worker:
             for line in maintain_partitions(conn, 2, self.settings.retention_days):
                 log.info("raw_events partitions: %s", line)
 
-        self._with_db_retry("partition maintenance", run)
+        self.db.run("partition maintenance", run)
+
+    def _poll_once(self, consumer: Consumer) -> None:
+        """One consume() call: take what came, settle the batch in flight when it is done, and
+        hand the batch over once it is full or old enough."""
+        s = self.settings
+        max_wait = s.batch_max_ms / 1000
+        batch = self.checkpoints.batch
+        room = s.batch_max_messages - len(batch)
+        wait = max_wait if not batch else max(0.0, self.batch_started + max_wait - time.monotonic())
+        self._poll_began = time.monotonic()
+        raw = consumer.consume(num_messages=min(room, 10_000), timeout=min(wait, 0.5))
+        if not self._unchecked:
+            self._take(raw)
+        # else: read around the moment every broker went away, so maybe from a log that replaced
+        # the one the starts were decided on; _recheck moves every partition to a start decided
+        # again, so nothing dropped here is skipped
+        if self._out_of_range:
+            self._redecide_out_of_range(consumer)
+        if self.checkpoints.settled():
+            self._join()
+        batch = self.checkpoints.batch
+        if batch and (
+            len(batch) >= s.batch_max_messages or time.monotonic() >= self.batch_started + max_wait
+        ):
+            self._submit()
+
+    def _periodic(self, consumer: Consumer, clock: _Schedule, now: float) -> None:
+        """The loop's timed chores: re-checks after an outage, topic checks and lag, partition
+        maintenance, garbage collection."""
+        if self._unchecked and now >= clock.recheck:
+            clock.recheck = now + RECHECK_RETRY_SECONDS
+            ids = self._current_ids()  # None: no broker back yet
+            if ids is not None:
+                self._recheck(consumer, ids, self._recreated(ids, []), trust_batch=True)
+        if now >= clock.topic_check:
+            clock.topic_check = now + TOPIC_CHECK_SECONDS
+            self._check_topics(consumer)
+            self._report_lag(consumer)
+        if now >= clock.maintenance:
+            clock.maintenance = now + MAINTENANCE_SECONDS
+            self._maintain()
+        if now >= clock.gc:
+            clock.gc = now + GC_SECONDS
+            gc.collect()
 
     def run(self) -> None:
         s = self.settings
@@ -651,60 +510,20 @@ class Worker:
             self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         log.info("worker consuming %s as group %s", ", ".join(self.topics), s.group_id)
-        _TUNING.acquire()
-        max_wait = s.batch_max_ms / 1000
-        next_topic_check = time.monotonic() + TOPIC_CHECK_SECONDS
-        next_maintenance = time.monotonic() + MAINTENANCE_SECONDS
-        next_gc = time.monotonic() + GC_SECONDS
-        next_recheck = 0.0
+        TUNING.acquire()
+        clock = _Schedule(time.monotonic())
         try:
             while not self._stop.is_set():
-                room = s.batch_max_messages - len(self.batch)
-                wait = (
-                    max_wait
-                    if not self.batch
-                    else max(0.0, self.batch_started + max_wait - time.monotonic())
-                )
-                self._poll_began = time.monotonic()
-                raw = consumer.consume(num_messages=min(room, 10_000), timeout=min(wait, 0.5))
-                if not self._unchecked:
-                    self._take(raw)
-                # else: read around the moment every broker went away, so maybe from a log that
-                # replaced the one the starts were decided on; _recheck moves every partition to
-                # a start decided again, so nothing dropped here is skipped
-                if self._out_of_range:
-                    self._redecide_out_of_range(consumer)
-                if self._inflight is not None and self._inflight[1].done():
-                    self._join()
-                now = time.monotonic()
-                if self.batch and (
-                    len(self.batch) >= s.batch_max_messages or now >= self.batch_started + max_wait
-                ):
-                    self._submit()
-                if self._unchecked and now >= next_recheck:
-                    next_recheck = now + RECHECK_RETRY_SECONDS
-                    ids = self._current_ids()  # None: no broker back yet
-                    if ids is not None:
-                        self._recheck(consumer, ids, self._recreated(ids, []), trust_batch=True)
-                if now >= next_topic_check:
-                    next_topic_check = now + TOPIC_CHECK_SECONDS
-                    self._check_topics(consumer)
-                    self._report_lag(consumer)
-                if now >= next_maintenance:
-                    next_maintenance = now + MAINTENANCE_SECONDS
-                    self._maintain()
-                if now >= next_gc:
-                    next_gc = now + GC_SECONDS
-                    gc.collect()
+                self._poll_once(consumer)
+                self._periodic(consumer, clock, time.monotonic())
             self.checkpoint()
         finally:
             self._stop.set()  # a checkpoint still retrying (we are here on an error) gives up
-            self._writer.shutdown(wait=True)
-            _TUNING.release()
+            self.checkpoints.shutdown()
+            TUNING.release()
             for hook in self.on_stop:
                 hook()
             consumer.close()  # leaves the group at once, so partitions move without waiting
             self._reader.close()
-            if self._conn is not None:
-                self._conn.close()
+            self.db.close()
             log.info("worker stopped after %d committed batches", self.committed_batches)

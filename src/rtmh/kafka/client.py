@@ -276,3 +276,22 @@ class MessageReader:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def produce_waiting(
+    producer: Producer,
+    topic: str,
+    value: bytes,
+    key: bytes | None = None,
+    on_delivery: Any = None,
+    wait_s: float = 0.05,
+) -> None:
+    """Produce one message. While the local queue is full (BufferError), serve delivery reports
+    for up to ``wait_s`` and try again: a full queue is back-pressure, never a dropped message.
+    ``on_delivery(err, msg)`` is called from a later poll/flush, as with ``produce``."""
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+            return
+        except BufferError:
+            producer.poll(wait_s)

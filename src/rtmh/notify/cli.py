@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -27,13 +25,8 @@ from rtmh.config import ConfigError, Settings, load_settings
 from rtmh.db.connect import DatabaseUnavailable, connect, describe_url
 from rtmh.notify import outbox
 from rtmh.notify.channels import Channel, ChannelConfigError, DeliveryResult, deliver
-from rtmh.notify.notifier import (
-    DEFAULT_PUBLIC_URL,
-    NotifierConfigError,
-    NotifierOptions,
-    serve,
-)
-from rtmh.notify.render import Notification
+from rtmh.notify.notifier import NotifierOptions, serve
+from rtmh.records import Notification
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +92,8 @@ def test_command(
 
     Disabled channels are tested too, so they can be checked before they are enabled.
     """
-    url = _require_url(_settings(ctx))
-    outcome = run_notify_test(url, channel)
+    settings = _settings(ctx)
+    outcome = run_notify_test(_require_url(settings), channel, public_url=settings.public_url)
     raise typer.Exit(outcome.exit_code)
 
 
@@ -112,7 +105,7 @@ def run_notify_test(
     public_url: str | None = None,
 ) -> ChannelTestResult:
     """Load ``channel_name``, send it ``Notification.test``, print the answer (to ``console``,
-    default stdout; errors to stderr)."""
+    default stdout; errors to stderr). ``public_url``: the dashboard's, default Settings'."""
     out = console or Console()
     err = console or _err
     try:
@@ -145,7 +138,7 @@ def run_notify_test(
     except ChannelConfigError as exc:  # names the field, never a value
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return ChannelTestResult(1, None, None)
-    base = (public_url or os.environ.get("RTMH_PUBLIC_URL") or DEFAULT_PUBLIC_URL).rstrip("/")
+    base = (public_url or Settings.model_fields["public_url"].default).rstrip("/")
     notification = Notification.test(
         f"rtmh:test:{channel.name}:{uuid.uuid4().hex}",
         now=datetime.now(UTC),
@@ -186,17 +179,14 @@ async def _send(channel: Channel, notification: Notification) -> DeliveryResult:
 # --- rtmh notifier --------------------------------------------------------------------------
 
 
-def run_notifier(settings: Settings, options: NotifierOptions | None = None) -> None:
+def run_notifier(settings: Settings) -> None:
     """`rtmh notifier`: deliver the outbox until SIGTERM/SIGINT.
 
-    Tuning comes from RTMH_NOTIFY_* and RTMH_PUBLIC_URL (see ``notifier.OPTION_ENV``).
+    Tuning comes from the settings (RTMH_NOTIFY_*, RTMH_PUBLIC_URL: see ``rtmh.config``).
     Raises ``typer.Exit`` with a one-line message when it cannot start.
     """
     url = _require_url(settings)
-    try:
-        opts = options or NotifierOptions.from_env()
-    except NotifierConfigError as err:
-        raise _fail(str(err), 2) from None
+    opts = NotifierOptions.from_settings(settings)
     try:
         with connect(url) as conn:
             ready = outbox.schema_ready(conn)
@@ -224,22 +214,3 @@ def _start_metrics(port: int) -> None:
         log.warning("Prometheus /metrics not started on port %d: %s", port, err)
     else:
         log.info("Prometheus metrics on http://0.0.0.0:%d/metrics", port)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`python -m rtmh.notify.notifier`: a notifier configured from the environment only."""
-    del argv
-    try:
-        settings = load_settings()
-    except ConfigError as err:
-        _err.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
-        sys.exit(2)
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        run_notifier(settings)
-    except typer.Exit as exit_:
-        sys.exit(exit_.exit_code)

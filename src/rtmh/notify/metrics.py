@@ -1,7 +1,6 @@
 """The notifier's own Prometheus metrics (exposed on RTMH_METRICS_PORT when set).
 
-In a module of their own so that running the notifier as ``python -m rtmh.notify.notifier``
-(which imports that module a second time, as ``__main__``) registers them only once.
+In a module of their own: registered once per process, whichever module imports them first.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ One asyncio loop per process:
   notifies), so a new row is claimed at once; between notifications the loop sleeps until the
   earliest ``next_attempt_at`` (retries coming due), at most ``poll_cap_s``, which also bounds
   how long an expired lease waits to be taken over.
+* **Settings**: :class:`NotifierOptions`, built from :class:`rtmh.config.Settings`
+  (RTMH_NOTIFY_*, RTMH_PUBLIC_URL) by :meth:`NotifierOptions.from_settings`; run it as
+  ``rtmh notifier``.
 * **Claim**: one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)`` takes up to the
   number of free delivery slots (see :mod:`rtmh.notify.outbox`). Any number of notifiers can run
   against one database: a row is only ever claimed by one of them per attempt. The lease of a
@@ -25,6 +28,10 @@ One asyncio loop per process:
 
 Secrets never reach a log line or ``last_error``: the channel layer scrubs what it returns, and
 the few errors made here name fields and types, never values.
+
+Over 500 lines on purpose: the loop above is one object whose states (wake, claim, deliver,
+record, stop) share its connections and in-flight set; rendering and sending live in
+:mod:`rtmh.notify.channels`, the SQL in :mod:`rtmh.notify.outbox`.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -45,6 +52,7 @@ from typing import Any, Final
 import httpx
 import psycopg
 
+from rtmh.config import Settings
 from rtmh.db.connect import normalise_url
 from rtmh.notify import metrics, outbox
 from rtmh.notify.backoff import next_delay
@@ -57,12 +65,11 @@ from rtmh.notify.channels import (
 )
 from rtmh.notify.channels.base import scrub
 from rtmh.notify.outbox import ChannelRow, ClaimedRow
-from rtmh.notify.render import IncidentSnapshot, Notification
-from rtmh.notify.silences import Silence, matching_silence
+from rtmh.records import IncidentSnapshot, Notification
+from rtmh.rules.silences import Silence, matching_silence
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PUBLIC_URL: Final = "http://127.0.0.1:8080"
 #: lease of a row whose channel is unknown at claim time (it is recorded dead within ms)
 DEFAULT_LEASE_S: Final = 30.0
 #: reconnect delay after PostgreSQL went away (doubles up to the maximum)
@@ -74,75 +81,47 @@ _REAP_EVERY_S: Final = 1.0
 _LOCKED_RETRY_S: Final = 0.01
 
 
-class NotifierConfigError(ValueError):
-    """An RTMH_NOTIFY_* / RTMH_PUBLIC_URL value is invalid (one line naming it)."""
+def _default(setting: str) -> Any:
+    # The defaults are Settings' own: one place says what an unset RTMH_NOTIFY_* means.
+    return Settings.model_fields[setting].default
 
 
 @dataclass(frozen=True, slots=True)
 class NotifierOptions:
-    """Tuning knobs; every one has an environment variable (see :meth:`from_env`)."""
+    """What one :class:`Notifier` works with: the notifier's settings (see ``from_settings``),
+    given directly when a notifier is embedded (tests, benchmarks)."""
 
     #: deliveries in flight at once (also the most rows one claim takes)
-    concurrency: int = 64
+    concurrency: int = _default("notify_concurrency")
     #: rows per claim statement at most
-    batch_size: int = 100
+    batch_size: int = _default("notify_batch_size")
     #: backoff after failed attempt n: base * 2**(n-1), capped, equal jitter
-    backoff_base_s: float = 1.0
-    backoff_cap_s: float = 300.0
+    backoff_base_s: float = _default("notify_backoff_base_s")
+    backoff_cap_s: float = _default("notify_backoff_cap_s")
     #: lease = the channel's longest possible attempt + this margin
-    lease_margin_s: float = 5.0
+    lease_margin_s: float = _default("notify_lease_margin_s")
     #: the longest sleep without a notification (retries coming due, expired leases)
-    poll_cap_s: float = 1.0
+    poll_cap_s: float = _default("notify_poll_cap_s")
     #: on stop, how long in-flight attempts may still take before they are cut short
-    stop_timeout_s: float = 30.0
+    stop_timeout_s: float = _default("notify_stop_timeout_s")
     #: the dashboard's public URL; incident links are ``{public_url}/incidents/{id}``
-    public_url: str = DEFAULT_PUBLIC_URL
+    public_url: str = _default("public_url")
     #: stored in claimed_by; default ``host:pid:random``
     notifier_id: str = field(default_factory=lambda: default_notifier_id())
 
-    def __post_init__(self) -> None:
-        for name in ("concurrency", "batch_size"):
-            if getattr(self, name) < 1:
-                raise NotifierConfigError(f"notifier option {name} must be >= 1")
-        for name in ("backoff_base_s", "backoff_cap_s", "poll_cap_s"):
-            if not getattr(self, name) > 0:
-                raise NotifierConfigError(f"notifier option {name} must be > 0")
-        for name in ("lease_margin_s", "stop_timeout_s"):
-            if not getattr(self, name) >= 0:
-                raise NotifierConfigError(f"notifier option {name} must be >= 0")
-        if not self.public_url.startswith(("http://", "https://")):
-            raise NotifierConfigError("RTMH_PUBLIC_URL must start with http:// or https://")
-
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> NotifierOptions:
-        """Options from RTMH_NOTIFY_* and RTMH_PUBLIC_URL (see ``OPTION_ENV``); overrides win."""
-        source = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for name, (var, parse) in OPTION_ENV.items():
-            raw = source.get(var, "").strip()
-            if not raw:
-                continue
-            try:
-                values[name] = parse(raw)
-            except ValueError:
-                raise NotifierConfigError(f"invalid setting {var}={raw!r}: not a number") from None
-        values.update(overrides)
-        if "public_url" in values:
-            values["public_url"] = str(values["public_url"]).rstrip("/")
-        return cls(**values)
-
-
-#: option -> (environment variable, parser)
-OPTION_ENV: Final[Mapping[str, tuple[str, Callable[[str], Any]]]] = {
-    "concurrency": ("RTMH_NOTIFY_CONCURRENCY", int),
-    "batch_size": ("RTMH_NOTIFY_BATCH_SIZE", int),
-    "backoff_base_s": ("RTMH_NOTIFY_BACKOFF_BASE_S", float),
-    "backoff_cap_s": ("RTMH_NOTIFY_BACKOFF_CAP_S", float),
-    "lease_margin_s": ("RTMH_NOTIFY_LEASE_MARGIN_S", float),
-    "poll_cap_s": ("RTMH_NOTIFY_POLL_CAP_S", float),
-    "stop_timeout_s": ("RTMH_NOTIFY_STOP_TIMEOUT_S", float),
-    "public_url": ("RTMH_PUBLIC_URL", str),
-}
+    def from_settings(cls, settings: Settings) -> NotifierOptions:
+        """RTMH_NOTIFY_* and RTMH_PUBLIC_URL, read and checked by :class:`Settings`."""
+        return cls(
+            concurrency=settings.notify_concurrency,
+            batch_size=settings.notify_batch_size,
+            backoff_base_s=settings.notify_backoff_base_s,
+            backoff_cap_s=settings.notify_backoff_cap_s,
+            lease_margin_s=settings.notify_lease_margin_s,
+            poll_cap_s=settings.notify_poll_cap_s,
+            stop_timeout_s=settings.notify_stop_timeout_s,
+            public_url=settings.public_url,
+        )
 
 
 def default_notifier_id() -> str:
@@ -628,9 +607,3 @@ class NotifierThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-if __name__ == "__main__":  # `python -m rtmh.notify.notifier`: settings from the environment
-    from rtmh.notify.cli import main
-
-    main()

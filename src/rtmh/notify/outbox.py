@@ -1,4 +1,5 @@
-"""The notifier's repository: every statement it runs against ``alert_notifications`` and friends.
+"""The notifier's repository: every statement it runs against ``alert_notifications`` and friends
+(their SQL: the named queries of db/queries/notify.sql).
 
 Row life cycle (see the schema): the rules engine inserts ``pending`` (or ``suppressed``) rows;
 a notifier claims due rows (``sending``, ``attempts + 1``, a lease in ``claimed_until``), sends,
@@ -19,139 +20,23 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, LiteralString
 
 import psycopg
+from psycopg.rows import dict_row
 
+from rtmh.db.queries import load
 from rtmh.notify.channels import EXCERPT_CHARS
-from rtmh.notify.silences import Silence
+from rtmh.rules.silences import Silence
 
-#: details of the incident_events 'notified' row, written for final outcomes (sent, dead)
-_TIMELINE: Final = """,
-timeline AS (
-    INSERT INTO incident_events (incident_id, event_type, details, actor)
-    SELECT incident_id, 'notified',
-           jsonb_strip_nulls(jsonb_build_object(
-               'notification_id', id, 'channel', channel, 'event', event,
-               'attempts', attempts, 'status', status, 'http_status', http_status,
-               'error', last_error, 'notifier', claimed_by)),
-           'rtmh'
-    FROM done
-    WHERE incident_id IS NOT NULL
-)
-SELECT id, channel FROM done
-"""
-
-_DONE_COLUMNS: Final = (
-    "id, incident_id, channel, event, attempts, status, http_status, last_error, claimed_by"
-)
-
-_GUARD: Final = """id = %(id)s AND status = 'sending' AND claimed_by = %(notifier)s
-      AND attempts = %(attempts)s"""
-
-#: Claims up to %(limit)s due rows in one statement. Due: pending/failed rows whose time has
-#: come, and sending rows whose lease expired (their notifier died or hung) unless that was
-#: already the one extra attempt beyond max_attempts (those are reaped, see REAP_EXHAUSTED).
-#: The lease is per channel (%(channels)s / %(leases)s, seconds), %(default_lease)s otherwise.
-CLAIM_DUE: Final = """
-UPDATE alert_notifications AS n
-SET status = 'sending',
-    claimed_by = %(notifier)s,
-    claimed_until = now() + make_interval(secs => coalesce(
-        (SELECT l.seconds
-         FROM unnest(%(channels)s::text[], %(leases)s::float8[]) AS l(name, seconds)
-         WHERE l.name = n.channel),
-        %(default_lease)s::float8)),
-    attempts = n.attempts + 1
-WHERE n.id IN (
-    SELECT id FROM alert_notifications
-    WHERE (status IN ('pending', 'failed') AND next_attempt_at <= now())
-       OR (status = 'sending' AND claimed_until < now() AND attempts <= max_attempts)
-    ORDER BY next_attempt_at
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
-RETURNING n.id, n.incident_id::text, n.channel, n.event, n.idempotency_key, n.attempts,
-          n.max_attempts, n.payload, n.created_at
-"""
-
-RECORD_SENT: Final = f"""
-WITH done AS (
-    UPDATE alert_notifications
-    SET status = 'sent', sent_at = now(), http_status = %(http_status)s,
-        response_body = %(response_body)s, last_error = NULL, claimed_until = NULL
-    WHERE {_GUARD}
-    RETURNING {_DONE_COLUMNS}
-){_TIMELINE}"""
-
-RECORD_DEAD: Final = f"""
-WITH done AS (
-    UPDATE alert_notifications
-    SET status = 'dead', http_status = %(http_status)s, response_body = %(response_body)s,
-        last_error = %(error)s, claimed_until = NULL
-    WHERE {_GUARD}
-    RETURNING {_DONE_COLUMNS}
-){_TIMELINE}"""
-
-RECORD_FAILED: Final = f"""
-UPDATE alert_notifications
-SET status = 'failed', next_attempt_at = now() + make_interval(secs => %(delay)s::float8),
-    http_status = %(http_status)s, response_body = %(response_body)s, last_error = %(error)s,
-    claimed_until = NULL
-WHERE {_GUARD}
-RETURNING id
-"""
-
-#: A silence created after the row was queued: nothing was sent, so the attempt is given back.
-RECORD_SUPPRESSED: Final = f"""
-UPDATE alert_notifications
-SET status = 'suppressed', suppressed_by = %(silence)s, attempts = attempts - 1,
-    claimed_by = NULL, claimed_until = NULL
-WHERE {_GUARD}
-RETURNING id
-"""
-
-#: On stop, rows whose attempt was cancelled go back to pending at once (the attempt stays
-#: counted: it may have reached the receiver, which deduplicates on the idempotency key).
-RELEASE_CLAIMED: Final = """
-UPDATE alert_notifications
-SET status = 'pending', claimed_until = NULL, next_attempt_at = now(),
-    last_error = 'the notifier stopped during this attempt; it is retried'
-WHERE id = ANY(%(ids)s) AND status = 'sending' AND claimed_by = %(notifier)s
-RETURNING id
-"""
+SQL = load("notify")
+#: the one silences query, shared with the rules stage
+ACTIVE_SILENCES: Final = load("rules").active_silences
 
 REAPED_ERROR: Final = (
     "the notifier making the last allowed attempt stopped before recording its outcome "
     "(lease expired); not retried beyond max_attempts"
 )
-
-#: Expired leases of an attempt already beyond max_attempts (a notifier died during the extra
-#: recovery attempt): dead, so a notification that kills its notifier cannot loop forever.
-REAP_EXHAUSTED: Final = f"""
-WITH done AS (
-    UPDATE alert_notifications
-    SET status = 'dead', claimed_until = NULL, last_error = %(error)s
-    WHERE status = 'sending' AND claimed_until < now() AND attempts > max_attempts
-    RETURNING {_DONE_COLUMNS}
-){_TIMELINE}"""
-
-#: Seconds until the earliest pending/failed row is due (negative: overdue; NULL: none).
-NEXT_DUE: Final = """
-SELECT extract(epoch FROM min(next_attempt_at) - now())::float8
-FROM alert_notifications
-WHERE status IN ('pending', 'failed')
-"""
-
-LOAD_CHANNELS: Final = """
-SELECT name, type, config, secrets, enabled FROM notification_channels ORDER BY name
-"""
-
-ACTIVE_SILENCES: Final = """
-SELECT id, starts_at, ends_at, matchers FROM silences WHERE starts_at <= now() AND ends_at > now()
-"""
-
-LISTEN: Final = "LISTEN rtmh_notifications"
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +93,7 @@ async def claim_due(
 ) -> list[ClaimedRow]:
     names = list(leases)
     cur = await conn.execute(
-        CLAIM_DUE,
+        SQL.claim_due,
         {
             "notifier": notifier,
             "limit": limit,
@@ -222,7 +107,7 @@ async def claim_due(
 
 async def _guarded(
     conn: psycopg.AsyncConnection[Any],
-    sql: str,
+    sql: LiteralString,
     row: ClaimedRow,
     notifier: str,
     **params: Any,
@@ -242,7 +127,7 @@ async def record_sent(
 ) -> bool:
     return await _guarded(
         conn,
-        RECORD_SENT,
+        SQL.record_sent,
         row,
         notifier,
         http_status=http_status,
@@ -262,7 +147,7 @@ async def record_failed(
 ) -> bool:
     return await _guarded(
         conn,
-        RECORD_FAILED,
+        SQL.record_failed,
         row,
         notifier,
         delay=delay,
@@ -283,7 +168,7 @@ async def record_dead(
 ) -> bool:
     return await _guarded(
         conn,
-        RECORD_DEAD,
+        SQL.record_dead,
         row,
         notifier,
         error=db_text(error),
@@ -295,7 +180,7 @@ async def record_dead(
 async def record_suppressed(
     conn: psycopg.AsyncConnection[Any], row: ClaimedRow, notifier: str, silence_id: int
 ) -> bool:
-    return await _guarded(conn, RECORD_SUPPRESSED, row, notifier, silence=silence_id)
+    return await _guarded(conn, SQL.record_suppressed, row, notifier, silence=silence_id)
 
 
 async def release_claimed(
@@ -303,60 +188,49 @@ async def release_claimed(
 ) -> list[int]:
     if not ids:
         return []
-    cur = await conn.execute(RELEASE_CLAIMED, {"ids": list(ids), "notifier": notifier})
+    cur = await conn.execute(SQL.release_claimed, {"ids": list(ids), "notifier": notifier})
     return [row[0] for row in await cur.fetchall()]
 
 
 async def reap_exhausted(conn: psycopg.AsyncConnection[Any]) -> list[tuple[int, str]]:
     """(id, channel) of each row made dead."""
-    cur = await conn.execute(REAP_EXHAUSTED, {"error": REAPED_ERROR})
+    cur = await conn.execute(SQL.reap_exhausted, {"error": REAPED_ERROR})
     return [(row[0], row[1]) for row in await cur.fetchall()]
 
 
 async def seconds_until_next_due(conn: psycopg.AsyncConnection[Any]) -> float | None:
-    cur = await conn.execute(NEXT_DUE)
+    cur = await conn.execute(SQL.seconds_until_next_due)
     row = await cur.fetchone()
     return None if row is None or row[0] is None else float(row[0])
 
 
 async def load_channels(conn: psycopg.AsyncConnection[Any]) -> dict[str, ChannelRow]:
-    cur = await conn.execute(LOAD_CHANNELS)
+    cur = await conn.execute(SQL.load_channels)
     return {row[0]: ChannelRow(*row) for row in await cur.fetchall()}
 
 
 async def load_silences(conn: psycopg.AsyncConnection[Any]) -> list[Silence]:
-    cur = await conn.execute(ACTIVE_SILENCES)
-    return [
-        Silence(id=int(sid), starts_at=starts, ends_at=ends, matchers=dict(matchers or {}))
-        for sid, starts, ends, matchers in await cur.fetchall()
-    ]
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(ACTIVE_SILENCES)
+        return [Silence.from_row(row) for row in await cur.fetchall()]
 
 
 async def listen(conn: psycopg.AsyncConnection[Any]) -> None:
-    await conn.execute(LISTEN)
+    await conn.execute(SQL.listen)
 
 
 # --- `rtmh notify test` (synchronous) ------------------------------------------------------------
 
-LOAD_CHANNEL: Final = """
-SELECT name, type, config, secrets, enabled FROM notification_channels WHERE name = %s
-"""
-
-CHANNEL_NAMES: Final = "SELECT name FROM notification_channels ORDER BY name"
-
-#: the notifier's tables exist (migrations applied)
-SCHEMA_READY: Final = "SELECT to_regclass('alert_notifications') IS NOT NULL"
-
 
 def load_channel(conn: psycopg.Connection[Any], name: str) -> ChannelRow | None:
-    row = conn.execute(LOAD_CHANNEL, (name,)).fetchone()
+    row = conn.execute(SQL.load_channel, (name,)).fetchone()
     return None if row is None else ChannelRow(*row)
 
 
 def channel_names(conn: psycopg.Connection[Any]) -> list[str]:
-    return [row[0] for row in conn.execute(CHANNEL_NAMES).fetchall()]
+    return [row[0] for row in conn.execute(SQL.channel_names).fetchall()]
 
 
 def schema_ready(conn: psycopg.Connection[Any]) -> bool:
-    row = conn.execute(SCHEMA_READY).fetchone()
+    row = conn.execute(SQL.schema_ready).fetchone()
     return bool(row and row[0])

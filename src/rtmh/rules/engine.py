@@ -2,8 +2,11 @@
 once a second for what receives no data (absence rules, live incidents whose traffic stopped),
 and turns verdicts into incident changes and outbox rows, one transaction per fingerprint.
 
-It runs on its own thread, fed by the worker's after-commit hook, so ingest never waits for
-evaluation and evaluation always sees committed windows (merged with every other worker's).
+It runs on its own thread. Its input is :meth:`RuleEngine.submit`, the window keys a committed
+batch touched (the worker calls it after each commit), so ingest never waits for evaluation and
+evaluation always sees committed windows (merged with every other worker's). Its output is rows:
+incidents, their timeline and the notification outbox (one :class:`~rtmh.records.IncidentSnapshot`
+per notification), which the notifier reads.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,9 +24,7 @@ import psycopg
 
 from rtmh.config import Settings
 from rtmh.db.connect import connect
-from rtmh.ingest.batch import Batch
-from rtmh.notify.render import IncidentSnapshot
-from rtmh.notify.silences import Silence, matching_silence
+from rtmh.records import GLOBAL_WINDOW_KEY, IncidentSnapshot, WindowKey, value_vs_threshold
 from rtmh.rules import store
 from rtmh.rules.evaluate import Observation, evaluate, evaluate_absence, evaluate_all, matches
 from rtmh.rules.lifecycle import (
@@ -36,10 +38,9 @@ from rtmh.rules.lifecycle import (
     step,
 )
 from rtmh.rules.model import IncidentState, Rule
+from rtmh.rules.silences import Silence, matching_silence
 
 log = logging.getLogger(__name__)
-
-WindowKey = tuple[str, str, int]
 
 
 class RuleEngine:
@@ -60,10 +61,11 @@ class RuleEngine:
         self.evaluations = 0
 
     # --- wiring -----------------------------------------------------------------------------
-    def submit(self, batch: Batch) -> None:
-        """After-commit hook of the worker: hand over the windows this batch wrote."""
-        if batch.touched_windows:
-            self._queue.put(set(batch.touched_windows))
+    def submit(self, touched: Collection[WindowKey]) -> None:
+        """Hand over the window keys a committed batch wrote (the windows stage's output); they
+        are evaluated on the engine's thread, coalesced with whatever else is queued."""
+        if touched:
+            self._queue.put(set(touched))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="rules-engine", daemon=True)
@@ -82,7 +84,7 @@ class RuleEngine:
     def _rules_changed(self) -> bool:
         if self._listen is None or self._listen.closed or self._listen.broken:
             self._listen = connect(self.url, autocommit=True)
-            self._listen.execute("LISTEN rtmh_rules_changed")
+            store.listen_rules_changed(self._listen)
             return True
         return any(True for _ in self._listen.notifies(timeout=0.001, stop_after=1))
 
@@ -211,7 +213,11 @@ class RuleEngine:
                         "incident opened: %s (%s)", incident_title(rule, obs.window_key), obs.reason
                     )
             if new.status == "resolved" and transition.notifications:
-                log.info("incident resolved: %s", incident_title(rule, obs.window_key))
+                log.info(
+                    "incident resolved: %s (%s)",
+                    incident_title(rule, obs.window_key),
+                    _recovered(rule, new),
+                )
 
     def _persist(
         self, conn: psycopg.Connection, rule: Rule, obs: Observation, t: Transition
@@ -270,7 +276,7 @@ class RuleEngine:
                 },
             },
         }
-        if obs.window_key != "__all__":
+        if obs.window_key != GLOBAL_WINDOW_KEY:
             meta.update(store.correlation(conn, obs.window_key, self.settings.topic("events")))
         return meta
 
@@ -321,3 +327,8 @@ class RuleEngine:
                 {"incident": snapshot.to_dict()},
                 silence,
             )
+
+
+def _recovered(rule: Rule, state: IncidentState) -> str:
+    value = "n/a" if state.last_value is None else f"{state.last_value:.4g}"
+    return value_vs_threshold(value, rule.condition, f"{rule.threshold:.4g}", live=False)

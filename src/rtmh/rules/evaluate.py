@@ -20,19 +20,12 @@ from typing import Final, assert_never
 
 import msgspec
 
-from rtmh.rules.model import (
-    COUNT_METRIC_TYPES,
-    GLOBAL_WINDOW_KEY,
-    Condition,
-    Rule,
-    WindowValue,
-)
+from rtmh.records import GLOBAL_WINDOW_KEY
+from rtmh.rules.condition import crosses
+from rtmh.rules.model import COUNT_METRIC_TYPES, Rule, WindowValue
 
 __all__ = [
-    "EQUALITY_ABS_TOL",
-    "EQUALITY_REL_TOL",
     "Observation",
-    "crosses",
     "evaluate",
     "evaluate_absence",
     "evaluate_all",
@@ -41,12 +34,6 @@ __all__ = [
     "needs_min_count",
     "pick",
 ]
-
-#: == and != compare with this relative tolerance: window values are float sums and ratios
-#: (0.1 + 0.2 != 0.3), so exact equality would make == rules fire at random.
-EQUALITY_REL_TOL: Final = 1e-9
-#: ... and this absolute one, so that a threshold of 0 is not compared relatively to itself.
-EQUALITY_ABS_TOL: Final = 1e-12
 
 # Aggregations whose value means little on a thin window (DESIGN "Rules and incidents").
 _GATED: Final[frozenset[str]] = frozenset({"avg", "p50", "p95", "p99"})
@@ -131,33 +118,6 @@ def pick(rule: Rule, wv: WindowValue) -> float | None:
     if raw is None or not math.isfinite(raw):
         return None
     return float(raw)
-
-
-def crosses(condition: Condition, observed: float, threshold: float) -> bool:
-    """Whether ``observed <condition> threshold`` holds.
-
-    Ordering conditions compare exactly. ``==`` and ``!=`` use :func:`math.isclose` with
-    :data:`EQUALITY_REL_TOL` / :data:`EQUALITY_ABS_TOL`, because window values are float sums.
-    """
-    match condition:
-        case ">":
-            return observed > threshold
-        case ">=":
-            return observed >= threshold
-        case "<":
-            return observed < threshold
-        case "<=":
-            return observed <= threshold
-        case "==":
-            return _close(observed, threshold)
-        case "!=":
-            return not _close(observed, threshold)
-        case unreachable:
-            assert_never(unreachable)
-
-
-def _close(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=EQUALITY_REL_TOL, abs_tol=EQUALITY_ABS_TOL)
 
 
 def needs_min_count(rule: Rule) -> bool:

@@ -17,13 +17,23 @@ I/O: ``now`` is always a parameter, so the lifecycle is testable as a plain sequ
 States of one fingerprint::
 
     (none) --firing--> pending --firing for for_seconds--> open (OPEN, notify open)
-    open/investigating --holding--> same (UPDATE; notify update on a 50 % worse peak,
+    open/investigating --holding--> same (UPDATE; notify update on news: see below,
                                           notify repeat every repeat_interval_seconds)
     open/investigating --clear for resolve_after_seconds--> resolved (RESOLVE, notify resolve)
     resolved --firing for for_seconds, within reopen_seconds of resolving--> open (REOPEN)
     resolved past reopen_seconds, or closed --firing--> a NEW incident (pending, then open)
 
 A verdict of None (no usable data) changes nothing: it neither opens, nor resolves, nor delays.
+
+One module over 500 lines on purpose: every transition of the state machine, automatic and
+manual, reads in one place, next to the action types they share.
+
+Notifications of a live incident follow Alertmanager's model, so one event pages once: 'update'
+only when something a responder cares about changed since the last notification (the rule's
+severity, at once; a peak :data:`UPDATE_GROWTH` worse, but no sooner than
+:data:`UPDATE_INTERVAL_SECONDS` after the last notification, like ``group_interval``), and
+'repeat' when nothing changed for ``repeat_interval_seconds`` (``repeat_interval``). A peak that
+grew during the interval is reported when it ends, if the incident is still live.
 """
 
 from __future__ import annotations
@@ -35,20 +45,15 @@ from typing import Final, Literal, TypeAlias, assert_never, cast
 import msgspec
 from msgspec.structs import replace
 
+from rtmh.records import GLOBAL_WINDOW_KEY, INCIDENT_STATUSES, LIVE_STATUSES, IncidentStatus
+from rtmh.rules.condition import worse
 from rtmh.rules.evaluate import Observation
-from rtmh.rules.model import (
-    GLOBAL_WINDOW_KEY,
-    INCIDENT_STATUSES,
-    LIVE_STATUSES,
-    IncidentState,
-    IncidentStatus,
-    Rule,
-    WindowValue,
-)
+from rtmh.rules.model import IncidentState, Rule, WindowValue
 
 __all__ = [
     "REOPEN_SECONDS",
     "UPDATE_GROWTH",
+    "UPDATE_INTERVAL_SECONDS",
     "Action",
     "Close",
     "Details",
@@ -67,6 +72,7 @@ __all__ = [
     "fingerprint",
     "idempotency_key",
     "incident_title",
+    "live_notification",
     "manual_transition",
     "step",
 ]
@@ -75,6 +81,9 @@ __all__ = [
 REOPEN_SECONDS: Final = 300.0
 #: an 'update' notification goes out when the peak got this much worse (0.5 = by half its size)
 UPDATE_GROWTH: Final = 0.5
+#: ... but no sooner than this after the last notification (Alertmanager's group_interval, whose
+#: default this is): a burst that keeps growing in its first seconds pages once, not twice
+UPDATE_INTERVAL_SECONDS: Final = 300.0
 
 NotifyEvent: TypeAlias = Literal["open", "update", "repeat", "resolve"]
 TimelineEventType: TypeAlias = Literal[
@@ -312,6 +321,7 @@ def step(
     now: float,
     *,
     reopen_seconds: float = REOPEN_SECONDS,
+    update_interval: float = UPDATE_INTERVAL_SECONDS,
 ) -> Transition:
     """Advance the incident of ``fingerprint(rule.id, obs.window_key)`` by one observation.
 
@@ -321,17 +331,17 @@ def step(
       incident stays live while ``obs.holding``. Once a verdict is clear, ``clear_since`` is set
       and the incident resolves when verdicts stayed clear for ``resolve_after_seconds``; a
       firing verdict in between cancels that and counts as a re-trigger (trigger_count + 1).
-    - Notifications (at most one per step): 'open' on open/reopen; 'update' when the peak got
-      :data:`UPDATE_GROWTH` worse than the last notified one; otherwise 'repeat' when
-      ``repeat_interval_seconds`` passed since the last notification and the condition still
-      holds; 'resolve' exactly once per resolution.
+    - Notifications (at most one per step): 'open' on open/reopen; 'update' when there is news
+      (see :func:`live_notification`); otherwise 'repeat' when ``repeat_interval_seconds``
+      passed since the last notification and the condition still holds; 'resolve' exactly once
+      per resolution.
     - A resolved incident that fires again within ``reopen_seconds`` of resolved_at (and for
       ``for_seconds``) is reopened (trigger_count + 1); later, a new incident is started and
       the old row is left as it is (closing it is a human decision).
     """
     _check_inputs(rule, state, obs)
     if state is not None and state.status in LIVE_STATUSES:
-        return _step_live(rule, state, obs, now)
+        return _step_live(rule, state, obs, now, update_interval)
     if state is not None and state.status == "resolved" and _reopenable(state, now, reopen_seconds):
         return _step_resolved(rule, state, obs, now)
     return _step_idle(rule, state, obs, now)
@@ -397,6 +407,7 @@ def _open(rule: Rule, obs: Observation, now: float, since: float, peak: float | 
         last_value=obs.observed,
         trigger_count=1,
         notified_peak=peak,
+        notified_severity=rule.severity,
         notification_seq=1,
     )
     entry = TimelineEntry(
@@ -436,6 +447,7 @@ def _step_resolved(rule: Rule, state: IncidentState, obs: Observation, now: floa
         trigger_count=state.trigger_count + 1,
         last_notified_at=now,
         notified_peak=obs.observed,
+        notified_severity=rule.severity,
         notification_seq=seq,
     )
     entry = TimelineEntry(
@@ -450,7 +462,9 @@ def _step_resolved(rule: Rule, state: IncidentState, obs: Observation, now: floa
     )
 
 
-def _step_live(rule: Rule, state: IncidentState, obs: Observation, now: float) -> Transition:
+def _step_live(
+    rule: Rule, state: IncidentState, obs: Observation, now: float, update_interval: float
+) -> Transition:
     """An open or investigating incident."""
     if obs.firing is None:
         return Transition(state=state, changed=False)
@@ -458,13 +472,13 @@ def _step_live(rule: Rule, state: IncidentState, obs: Observation, now: float) -
     last_value = state.last_value if obs.observed is None else obs.observed
     if state.clear_since is None:
         if obs.holding:
-            return _still_live(rule, state, obs, now, peak, retriggered=False)
+            return _still_live(rule, state, obs, now, peak, update_interval, retriggered=False)
         clear_since = now
     else:
         # Clearing: like a Schmitt trigger, only crossing the threshold itself (not merely the
         # recovery threshold) brings the condition back.
         if obs.firing:
-            return _still_live(rule, state, obs, now, peak, retriggered=True)
+            return _still_live(rule, state, obs, now, peak, update_interval, retriggered=True)
         clear_since = state.clear_since
     if now - clear_since >= rule.resolve_after_seconds:
         return _resolve(rule, state, obs, now, peak, last_value, clear_since)
@@ -485,6 +499,7 @@ def _still_live(
     obs: Observation,
     now: float,
     peak: float | None,
+    update_interval: float,
     *,
     retriggered: bool,
 ) -> Transition:
@@ -501,20 +516,61 @@ def _still_live(
     actions: list[Action] = [Update()] if new != state else []
     timeline: tuple[TimelineEntry, ...] = ()
     seq = state.notification_seq + 1
-    if _grew(rule, state.notified_peak, peak):
-        new = replace(new, last_notified_at=now, notified_peak=peak, notification_seq=seq)
-        actions.append(Notify("update", seq))
+    event = live_notification(rule, state, peak, now, update_interval)
+    if event is not None:
+        new = replace(
+            new, last_notified_at=now, notification_seq=seq, notified_severity=rule.severity
+        )
+        actions.append(Notify(event, seq))
+    if event == "update":
+        new = replace(new, notified_peak=peak)
         timeline = (
             TimelineEntry(
                 event_type="updated",
                 value=obs.observed,
-                details=_details(rule, obs, previous_peak=state.notified_peak, peak=peak),
+                details=_details(rule, obs, **_news(rule, state, peak)),
             ),
         )
-    elif _repeat_due(rule, state, now):
-        new = replace(new, last_notified_at=now, notification_seq=seq)
-        actions.append(Notify("repeat", seq))
     return Transition(state=new, changed=new != state, actions=tuple(actions), timeline=timeline)
+
+
+def live_notification(
+    rule: Rule,
+    state: IncidentState,
+    peak: float | None,
+    now: float,
+    update_interval: float = UPDATE_INTERVAL_SECONDS,
+) -> Literal["update", "repeat"] | None:
+    """What the responders of a live incident should hear now, if anything.
+
+    'update' when the rule's severity changed since the last notification (at once), or when
+    the peak got :data:`UPDATE_GROWTH` worse than the last notified one and ``update_interval``
+    (at most ``repeat_interval_seconds``) passed since the last notification; otherwise
+    'repeat' once ``repeat_interval_seconds`` passed; otherwise nothing. Only values a responder
+    acts on count: a peak that moved a little, or moved right after the page, is not news.
+    """
+    elapsed = now - _last_notified(state)
+    if _severity_changed(rule, state):
+        return "update"
+    interval = min(update_interval, rule.repeat_interval_seconds)
+    if _grew(rule, state.notified_peak, peak) and elapsed >= interval:
+        return "update"
+    if elapsed >= rule.repeat_interval_seconds:
+        return "repeat"
+    return None
+
+
+def _severity_changed(rule: Rule, state: IncidentState) -> bool:
+    # None: the incident predates the record of it; the next notification records it.
+    return state.notified_severity is not None and state.notified_severity != rule.severity
+
+
+def _news(rule: Rule, state: IncidentState, peak: float | None) -> Details:
+    """incident_events.details of an 'updated' entry: what changed since the last notification."""
+    news: Details = {"previous_peak": state.notified_peak, "peak": peak}
+    if _severity_changed(rule, state):
+        news.update(previous_severity=state.notified_severity, severity=rule.severity)
+    return news
 
 
 def _resolve(
@@ -536,6 +592,7 @@ def _resolve(
         last_value=last_value,
         peak_value=peak,
         last_notified_at=now,
+        notified_severity=rule.severity,
         notification_seq=seq,
     )
     entry = TimelineEntry(
@@ -556,31 +613,14 @@ def _status(state: IncidentState) -> IncidentStatus:
     return state.status
 
 
-def _repeat_due(rule: Rule, state: IncidentState, now: float) -> bool:
-    last = state.first_seen if state.last_notified_at is None else state.last_notified_at
-    return now - last >= rule.repeat_interval_seconds
-
-
-def _worse(rule: Rule, candidate: float, current: float) -> bool:
-    """Whether ``candidate`` is further on the bad side of the rule than ``current``."""
-    match rule.condition:
-        case ">" | ">=":
-            return candidate > current
-        case "<" | "<=":
-            return candidate < current
-        case "!=":
-            return abs(candidate - rule.threshold) > abs(current - rule.threshold)
-        case "==":
-            # Every firing value equals the threshold: there is no "worse".
-            return False
-        case unreachable:
-            assert_never(unreachable)
+def _last_notified(state: IncidentState) -> float:
+    return state.first_seen if state.last_notified_at is None else state.last_notified_at
 
 
 def _peak(rule: Rule, peak: float | None, observed: float | None) -> float | None:
     if observed is None:
         return peak
-    if peak is None or _worse(rule, observed, peak):
+    if peak is None or worse(rule.condition, rule.threshold, observed, peak):
         return observed
     return peak
 

@@ -16,34 +16,25 @@ from typing import Final, Literal, TypeAlias, cast
 
 import msgspec
 
+from rtmh.records import SEVERITIES, Severity
+from rtmh.rules.condition import CONDITIONS, Condition, crosses
+
 __all__ = [
     "AGGREGATIONS",
-    "CONDITIONS",
     "COUNT_METRIC_TYPES",
-    "GLOBAL_WINDOW_KEY",
-    "INCIDENT_STATUSES",
-    "LIVE_STATUSES",
-    "SEVERITIES",
     "STATE_METADATA_FIELDS",
     "Aggregation",
-    "Condition",
     "IncidentState",
-    "IncidentStatus",
     "Rule",
     "RuleError",
-    "Severity",
     "StateStatus",
     "WindowValue",
     "validate_rule",
 ]
 
 Aggregation: TypeAlias = Literal["value", "avg", "min", "max", "sum", "count", "p50", "p95", "p99"]
-Condition: TypeAlias = Literal[">", ">=", "<", "<=", "==", "!="]
-Severity: TypeAlias = Literal["low", "medium", "high", "critical"]
-#: the values of incidents.status (CHECK constraint in 001)
-IncidentStatus: TypeAlias = Literal["open", "investigating", "resolved", "closed"]
-#: IncidentStatus plus "pending": the condition holds but not yet for `for_seconds`. A pending
-#: state has no incidents row (id is None); it is never written to incidents.status.
+#: rtmh.records.IncidentStatus plus "pending": the condition holds but not yet for `for_seconds`.
+#: A pending state has no incidents row (id is None); it is never written to incidents.status.
 StateStatus: TypeAlias = Literal["pending", "open", "investigating", "resolved", "closed"]
 
 AGGREGATIONS: Final[tuple[Aggregation, ...]] = (
@@ -57,19 +48,6 @@ AGGREGATIONS: Final[tuple[Aggregation, ...]] = (
     "p95",
     "p99",
 )
-CONDITIONS: Final[tuple[Condition, ...]] = (">", ">=", "<", "<=", "==", "!=")
-SEVERITIES: Final[tuple[Severity, ...]] = ("low", "medium", "high", "critical")
-INCIDENT_STATUSES: Final[tuple[IncidentStatus, ...]] = (
-    "open",
-    "investigating",
-    "resolved",
-    "closed",
-)
-#: statuses covered by the partial unique index uq_incidents_live_fingerprint
-LIVE_STATUSES: Final[frozenset[str]] = frozenset({"open", "investigating"})
-
-#: window_key of the all-services aggregate (DESIGN "Sliding windows")
-GLOBAL_WINDOW_KEY: Final = "__all__"
 #: metric types whose `value` is a plain count, not a ratio or a mean (DESIGN "Sliding windows");
 #: min_count gating does not apply to them.
 COUNT_METRIC_TYPES: Final[frozenset[str]] = frozenset({"log_count", "error_count", "event_count"})
@@ -165,6 +143,9 @@ class IncidentState(msgspec.Struct, frozen=True, kw_only=True):
     closed_at: float | None = None
     #: the peak reported by the last open/update notification (drives 'update' notifications)
     notified_peak: float | None = None
+    #: the rule's severity at the last notification: a change is news for the responder (None:
+    #: not known, e.g. an incident stored before this was recorded)
+    notified_severity: Severity | None = None
     #: notifications emitted so far; the next one gets seq + 1 (part of the idempotency key)
     notification_seq: int = 0
 
@@ -176,6 +157,7 @@ STATE_METADATA_FIELDS: Final[tuple[str, ...]] = (
     "clear_since",
     "last_notified_at",
     "notified_peak",
+    "notified_severity",
     "notification_seq",
 )
 
@@ -262,9 +244,6 @@ def _check_absence(rule: Rule) -> None:
             "aggregation",
             f"an absence rule (no_data_seconds set) must use 'count', not {rule.aggregation!r}",
         )
-    # Deferred import: evaluate imports this module.
-    from rtmh.rules.evaluate import crosses
-
     if not crosses(rule.condition, 0.0, rule.threshold):
         raise RuleError(
             "condition",

@@ -1,5 +1,6 @@
 """The rules stage's repository: reads rules and windows, writes incidents, their timeline and the
-notification outbox. Every statement the rules engine runs is here."""
+notification outbox. Every statement the rules engine runs is here; their SQL is the named queries
+of db/queries/rules.sql."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from rtmh.notify.silences import Silence
+from rtmh.db.queries import load
+from rtmh.records import WindowKey
 from rtmh.rules.model import (
     STATE_METADATA_FIELDS,
     IncidentState,
@@ -21,105 +23,11 @@ from rtmh.rules.model import (
     WindowValue,
     validate_rule,
 )
+from rtmh.rules.silences import Silence
 
 log = logging.getLogger(__name__)
 
-WINDOW_COLUMNS = """window_key, metric_type,
-       extract(epoch FROM window_start)::float8 AS window_start,
-       extract(epoch FROM window_end)::float8 AS window_end, value, count, sum, min, max,
-       p50, p95, p99"""
-
-LOAD_RULES = "SELECT * FROM alert_rules ORDER BY id"
-
-LOAD_WINDOWS_BY_KEY = f"""
-SELECT {WINDOW_COLUMNS}
-FROM metrics_agg
-WHERE (window_key, metric_type, window_start) IN (
-    SELECT k, t, to_timestamp(s) FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS u(k, t, s))
-"""
-
-LOAD_CURRENT_WINDOWS = f"""
-SELECT {WINDOW_COLUMNS}
-FROM metrics_agg
-WHERE window_key = %s AND metric_type = %s
-  AND window_start > to_timestamp(%s) - make_interval(secs => %s)
-  AND window_start <= to_timestamp(%s)
-"""
-
-LAST_DATA_BY_KEY = """
-SELECT window_key, extract(epoch FROM max(window_start))::float8 + %s
-FROM metrics_agg
-WHERE metric_type = %s AND window_start > now() - interval '6 hours' AND count > 0
-GROUP BY window_key
-"""
-
-INCIDENT_COLUMNS = """id::text AS id, title, severity, status, source, rule_id, window_key,
-       fingerprint, last_value, peak_value, threshold, trigger_count, first_seen, last_seen,
-       resolved_at, closed_at, metadata, description"""
-
-LATEST_INCIDENT_FOR_UPDATE = f"""
-SELECT {INCIDENT_COLUMNS} FROM incidents
-WHERE fingerprint = %s ORDER BY created_at DESC LIMIT 1 FOR UPDATE
-"""
-
-ACTIVE_FINGERPRINTS = """
-SELECT DISTINCT fingerprint FROM incidents
-WHERE fingerprint IS NOT NULL
-  AND (status IN ('open', 'investigating') OR resolved_at > now() - make_interval(secs => %s))
-"""
-
-LIVE_INCIDENTS = """
-SELECT rule_id, window_key FROM incidents
-WHERE status IN ('open', 'investigating') AND rule_id IS NOT NULL
-"""
-
-INSERT_INCIDENT = """
-INSERT INTO incidents (title, description, severity, status, source, rule_id, window_key,
-                       fingerprint, last_value, peak_value, threshold, trigger_count, first_seen,
-                       last_seen, metadata)
-VALUES (%(title)s, %(description)s, %(severity)s, %(status)s, %(source)s, %(rule_id)s,
-        %(window_key)s, %(fingerprint)s, %(last_value)s, %(peak_value)s, %(threshold)s,
-        %(trigger_count)s, %(first_seen)s, %(last_seen)s, %(metadata)s)
-RETURNING id::text
-"""
-
-UPDATE_INCIDENT = """
-UPDATE incidents
-SET status = %(status)s, last_value = %(last_value)s, peak_value = %(peak_value)s,
-    trigger_count = %(trigger_count)s, last_seen = %(last_seen)s, resolved_at = %(resolved_at)s,
-    closed_at = %(closed_at)s, metadata = metadata || %(metadata)s
-WHERE id = %(id)s
-"""
-
-INSERT_TIMELINE = """
-INSERT INTO incident_events (incident_id, event_type, from_status, to_status, value, details,
-                             actor)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
-"""
-
-INSERT_NOTIFICATION = """
-INSERT INTO alert_notifications (incident_id, channel, event, idempotency_key, status, payload,
-                                 suppressed_by)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (idempotency_key) DO NOTHING
-"""
-
-ACTIVE_SILENCES = "SELECT * FROM silences WHERE starts_at <= now() AND ends_at > now()"
-
-RECENT_ERRORS = """
-SELECT event_time, data->>'msg' AS msg, data->>'message' AS message, host
-FROM raw_events
-WHERE service = %s AND level IN ('error', 'fatal') AND event_time > now() - interval '15 minutes'
-ORDER BY event_time DESC LIMIT 5
-"""
-
-RECENT_CHANGES = """
-SELECT event_time, data->>'type' AS type, data->'payload' AS payload
-FROM raw_events
-WHERE service = %s AND topic = %s AND event_time > now() - interval '15 minutes'
-  AND data->>'type' IN ('deploy', 'config_change', 'restart', 'rollback', 'scale')
-ORDER BY event_time DESC LIMIT 5
-"""
+SQL = load("rules")
 
 
 def _ts(value: float | None) -> datetime | None:
@@ -130,10 +38,14 @@ def _epoch(value: datetime | None) -> float | None:
     return None if value is None else value.timestamp()
 
 
+def listen_rules_changed(conn: psycopg.Connection) -> None:
+    conn.execute(SQL.listen_rules_changed)
+
+
 def load_rules(conn: psycopg.Connection) -> list[Rule]:
     rules: list[Rule] = []
     with conn.cursor(row_factory=dict_row) as cur:
-        for row in cur.execute(LOAD_RULES):
+        for row in cur.execute(SQL.load_rules):
             fields = {k: v for k, v in row.items() if k not in ("created_at", "updated_at")}
             try:
                 rules.append(validate_rule(fields))
@@ -160,9 +72,7 @@ def _window(row: Sequence[Any]) -> WindowValue:
     )
 
 
-def load_windows(
-    conn: psycopg.Connection, keys: Iterable[tuple[str, str, int]]
-) -> list[WindowValue]:
+def load_windows(conn: psycopg.Connection, keys: Iterable[WindowKey]) -> list[WindowValue]:
     ks, ts, ss = [], [], []
     for k, t, s in keys:
         ks.append(k)
@@ -170,39 +80,39 @@ def load_windows(
         ss.append(s)
     if not ks:
         return []
-    return [_window(r) for r in conn.execute(LOAD_WINDOWS_BY_KEY, (ks, ts, ss)).fetchall()]
+    return [_window(r) for r in conn.execute(SQL.load_windows_by_key, (ks, ts, ss)).fetchall()]
 
 
 def load_current_windows(
     conn: psycopg.Connection, window_key: str, metric_type: str, now: float, size: int
 ) -> list[WindowValue]:
-    rows = conn.execute(LOAD_CURRENT_WINDOWS, (window_key, metric_type, now, size, now))
+    rows = conn.execute(SQL.load_current_windows, (window_key, metric_type, now, size, now))
     return [_window(r) for r in rows.fetchall()]
 
 
 def last_data_by_key(conn: psycopg.Connection, metric_type: str, slide: int) -> dict[str, float]:
-    rows = conn.execute(LAST_DATA_BY_KEY, (slide, metric_type)).fetchall()
+    rows = conn.execute(SQL.last_data_by_key, (slide, metric_type)).fetchall()
     return {k: float(t) for k, t in rows}
 
 
 def active_fingerprints(conn: psycopg.Connection, reopen_seconds: float) -> set[str]:
-    return {r[0] for r in conn.execute(ACTIVE_FINGERPRINTS, (reopen_seconds,)).fetchall()}
+    return {r[0] for r in conn.execute(SQL.active_fingerprints, (reopen_seconds,)).fetchall()}
 
 
 def live_incident_keys(conn: psycopg.Connection) -> list[tuple[int, str]]:
-    return [(int(r), str(k)) for r, k in conn.execute(LIVE_INCIDENTS).fetchall()]
+    return [(int(r), str(k)) for r, k in conn.execute(SQL.live_incidents).fetchall()]
 
 
 def active_silences(conn: psycopg.Connection) -> list[Silence]:
     with conn.cursor(row_factory=dict_row) as cur:
-        return [Silence.from_row(r) for r in cur.execute(ACTIVE_SILENCES)]
+        return [Silence.from_row(row) for row in cur.execute(SQL.active_silences)]
 
 
 def lock_latest_incident(
     conn: psycopg.Connection, fingerprint: str
 ) -> tuple[IncidentState | None, dict[str, Any] | None]:
     with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(LATEST_INCIDENT_FOR_UPDATE, (fingerprint,)).fetchone()
+        row = cur.execute(SQL.latest_incident_for_update, (fingerprint,)).fetchone()
     if row is None:
         return None, None
     return state_from_row(row), row
@@ -239,7 +149,7 @@ def insert_incident(
     metadata: dict[str, Any],
 ) -> str:
     row = conn.execute(
-        INSERT_INCIDENT,
+        SQL.insert_incident,
         {
             "title": title,
             "description": rule.description,
@@ -264,9 +174,10 @@ def insert_incident(
 
 def update_incident(conn: psycopg.Connection, state: IncidentState) -> None:
     conn.execute(
-        UPDATE_INCIDENT,
+        SQL.update_incident,
         {
             "id": state.id,
+            "severity": state.notified_severity,
             "status": state.status,
             "last_value": state.last_value,
             "peak_value": state.peak_value,
@@ -290,7 +201,7 @@ def insert_timeline(
     actor: str,
 ) -> None:
     conn.execute(
-        INSERT_TIMELINE,
+        SQL.insert_timeline,
         (incident_id, event_type, from_status, to_status, value, Jsonb(dict(details)), actor),
     )
 
@@ -306,7 +217,7 @@ def insert_notification(
 ) -> None:
     status = "suppressed" if suppressed_by is not None else "pending"
     conn.execute(
-        INSERT_NOTIFICATION,
+        SQL.insert_notification,
         (incident_id, channel, event, key, status, Jsonb(dict(payload)), suppressed_by),
     )
 
@@ -315,10 +226,10 @@ def correlation(conn: psycopg.Connection, service: str, events_topic: str) -> di
     """What an on-call engineer asks first: recent errors, and what changed just before."""
     errors = [
         {"at": t.isoformat(), "msg": msg or message, "host": host}
-        for t, msg, message, host in conn.execute(RECENT_ERRORS, (service,)).fetchall()
+        for t, msg, message, host in conn.execute(SQL.recent_errors, (service,)).fetchall()
     ]
     changes = [
         {"at": t.isoformat(), "type": kind, "payload": payload}
-        for t, kind, payload in conn.execute(RECENT_CHANGES, (service, events_topic)).fetchall()
+        for t, kind, payload in conn.execute(SQL.recent_changes, (service, events_topic)).fetchall()
     ]
     return {"recent_errors": errors, "recent_changes": changes}

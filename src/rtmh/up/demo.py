@@ -23,11 +23,14 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from rtmh import simulate as sim
+from rtmh.db.queries import load
 from rtmh.notify.channels.webhook import SIGNATURE_HEADER, verify_signature
 
 STORY_PERIOD = 150.0
 DEMO_RATE = 400.0
 DEMO_CHANNEL = "demo-webhook"
+
+SQL = load("demo")
 
 
 def story() -> sim.Scenario:
@@ -112,18 +115,11 @@ def configure(conn: psycopg.Connection, receiver_url: str, secret: str) -> None:
     resolve times and 50-event windows for ratio/quantile verdicts (fewer false alarms)."""
     with conn.transaction():
         conn.execute(
-            "INSERT INTO notification_channels (name, type, config, secrets, enabled) "
-            "VALUES (%s, 'webhook', %s, %s, true) ON CONFLICT (name) DO UPDATE "
-            "SET type = 'webhook', config = EXCLUDED.config, secrets = EXCLUDED.secrets, "
-            "enabled = true",
+            SQL.upsert_demo_channel,
             (
                 DEMO_CHANNEL,
                 Jsonb({"url": receiver_url, "timeout_seconds": 5}),
                 Jsonb({"hmac_secret": secret}),
             ),
         )
-        conn.execute(
-            "UPDATE alert_rules SET enabled = true, resolve_after_seconds = 15, min_count = 50, "
-            "channels = ARRAY[%s] WHERE name IN ('high_error_rate', 'high_latency_p95')",
-            (DEMO_CHANNEL,),
-        )
+        conn.execute(SQL.route_story_rules, (DEMO_CHANNEL,))

@@ -9,18 +9,20 @@ The API and dashboard will be one more supervised child here (`rtmh api`) once t
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 
 from rtmh import simulate as sim
 from rtmh.config import Settings
@@ -30,7 +32,13 @@ from rtmh.embedded.broker import EmbeddedBroker
 from rtmh.embedded.files import private_dir
 from rtmh.embedded.postgres import EmbeddedPostgres
 from rtmh.embedded.process import read_live_pid, write_pid_file
-from rtmh.kafka.client import MessageReader, ensure_topics, make_producer, wait_for_broker
+from rtmh.kafka.client import (
+    MessageReader,
+    ensure_topics,
+    make_producer,
+    produce_waiting,
+    wait_for_broker,
+)
 from rtmh.records import Kind
 from rtmh.up import demo as story
 from rtmh.up import view
@@ -64,10 +72,7 @@ class Traffic:
         producer = make_producer(self.bootstrap)
 
         def produce(kind: str, key: bytes, value: bytes) -> None:
-            try:
-                producer.produce(topics[kind], key=key, value=value)
-            except BufferError:
-                producer.poll(0.1)
+            produce_waiting(producer, topics[kind], value, key)
 
         sim.run(
             produce,
@@ -99,8 +104,10 @@ class Hub:
         self.bootstrap = ""
 
     def say(self, line: str) -> None:
+        """One line of `up`'s output; its text is never markup ("[medium]" stays visible)."""
         if self.interactive:
-            self.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {line}", highlight=False)
+            stamp = time.strftime("%H:%M:%S")
+            self.console.print(f"[dim]{stamp}[/] {escape(line)}", highlight=False)
         else:
             print(view.stamp(line), flush=True)
 
@@ -156,21 +163,17 @@ class Hub:
         action()
         self.say(done)
 
-    def _child_env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            POSTGRES_URL=self.postgres_url,
-            KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
-            RTMH_TOPIC_PREFIX=self.settings.topic_prefix,
-            RTMH_DATA_DIR=str(self.settings.data_dir),
-            RTMH_GROUP_ID=self.settings.group_id,
-            RTMH_PARTITIONS=str(self.settings.partitions),
-            RTMH_WINDOW_SIZE_S=str(self.settings.window_size_s),
-            RTMH_WINDOW_SLIDE_S=str(self.settings.window_slide_s),
-            RTMH_RETENTION_DAYS=str(self.settings.retention_days),
-            RTMH_LOG_LEVEL=self.settings.log_level,
-        )
-        return env
+    def _child_env(self, name: str) -> dict[str, str]:
+        """Every setting `up` was given (flags included), on the servers it started."""
+        own: dict[str, object] = {
+            "postgres_url": self.postgres_url,
+            "kafka_bootstrap_servers": self.bootstrap,
+        }
+        if name != "worker":
+            # one port, one process: --metrics-port serves the worker's /metrics (two children
+            # on one port would fight over it and the loser would be restarted for ever)
+            own["metrics_port"] = 0
+        return {**os.environ, **self.settings.model_copy(update=own).to_env()}
 
     def _children(self, stack: ExitStack, supervisor: Supervisor) -> None:
         logs = private_dir(self.settings.data_dir / "logs")
@@ -179,7 +182,7 @@ class Hub:
                 Child(
                     name,
                     [sys.executable, "-m", "rtmh.cli", name],
-                    self._child_env(),
+                    self._child_env(name),
                     logs / f"{name}.log",
                     self.run_dir / f"{name}.pid",
                 )
@@ -292,6 +295,35 @@ class _NoLive:
         return None
 
 
+class _SayHandler(logging.Handler):
+    """Log records of `up`'s own process as lines of its output, through the same console and
+    in the same format as the view's lines (level shown when it is not INFO)."""
+
+    def __init__(self, say: Callable[[str], None]):
+        super().__init__()
+        self.say = say
+        self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+            self.say(line if record.levelno == logging.INFO else f"{record.levelname} {line}")
+        except Exception:
+            self.handleError(record)
+
+
+@contextmanager
+def _logging_through(say: Callable[[str], None]) -> Iterator[None]:
+    """Route the root logger to ``say`` while `up` runs (rtmh.cli set it up on stderr)."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers = [_SayHandler(say)]
+    try:
+        yield
+    finally:
+        root.handlers = saved
+
+
 def run_up(settings: Settings, options: UpOptions, console: Console) -> None:
     hub = Hub(settings, options, console)
 
@@ -300,4 +332,5 @@ def run_up(settings: Settings, options: UpOptions, console: Console) -> None:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    hub.run()
+    with _logging_through(hub.say):
+        hub.run()

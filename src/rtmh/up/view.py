@@ -13,6 +13,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from rtmh.db.queries import load
+from rtmh.records import LIVE_STATUSES, value_vs_threshold
+
 SEVERITY_STYLE = {
     "critical": "bold white on red",
     "high": "bold red",
@@ -28,22 +31,7 @@ STATUS_STYLE = {
     "suppressed": "dim",
 }
 
-COMMITTED = "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE group_id = %s"
-COUNT_DEAD_LETTERS = "SELECT count(*) FROM dead_letters"
-INCIDENTS = """
-SELECT id::text, severity, coalesce(window_key, ''), coalesce(metadata->>'rule_name', title),
-       last_value, threshold, coalesce(metadata->>'condition', '>'), first_seen, status, source,
-       resolved_at
-FROM incidents
-WHERE status IN ('open', 'investigating') OR resolved_at > now() - interval '3 minutes'
-ORDER BY (status IN ('open', 'investigating')) DESC, first_seen DESC LIMIT 8
-"""
-NOTIFICATIONS = """
-SELECT n.id, n.updated_at, n.channel, n.event, n.status, n.attempts, coalesce(i.title, ''),
-       coalesce(n.last_error, '')
-FROM alert_notifications n LEFT JOIN incidents i ON i.id = n.incident_id
-ORDER BY n.id DESC LIMIT 6
-"""
+SQL = load("up")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +86,12 @@ def derive_rates(before: Snapshot | None, after: Snapshot) -> None:
 
 
 def read_snapshot(conn: psycopg.Connection, group_id: str) -> Snapshot:
-    committed = conn.execute(COMMITTED, (group_id,)).fetchone()
-    dead = conn.execute(COUNT_DEAD_LETTERS).fetchone()
+    committed = conn.execute(SQL.committed_offsets, (group_id,)).fetchone()
+    dead = conn.execute(SQL.count_dead_letters).fetchone()
     snap = Snapshot(time.time(), int(committed[0]) if committed else 0, int(dead[0]) if dead else 0)
-    for row in conn.execute(INCIDENTS).fetchall():
+    for row in conn.execute(SQL.recent_incidents).fetchall():
         snap.incidents.append(IncidentLine(*row[:10]))
-    for row in conn.execute(NOTIFICATIONS).fetchall():
+    for row in conn.execute(SQL.recent_notifications).fetchall():
         snap.notifications.append(NotificationLine(*row))
     return snap
 
@@ -139,7 +127,7 @@ def render(snap: Snapshot, headline: str) -> Group:
             Text(inc.severity, style=SEVERITY_STYLE.get(inc.severity, "") if live else "dim"),
             inc.service,
             inc.rule,
-            f"{_num(inc.value)} {inc.condition} {_num(inc.threshold)}",
+            value_vs_threshold(_num(inc.value), inc.condition, _num(inc.threshold), live=live),
             _age(inc.first_seen, snap.at),
             Text(inc.status, style="bold" if live else "green"),
         )
@@ -168,9 +156,13 @@ def changes(before: Snapshot | None, after: Snapshot) -> list[str]:
     old_inc = {i.id: i.status for i in before.incidents} if before else {}
     for inc in after.incidents:
         if old_inc.get(inc.id) != inc.status:
+            live = inc.status in LIVE_STATUSES
+            value = value_vs_threshold(
+                _num(inc.value), inc.condition, _num(inc.threshold), live=live
+            )
             lines.append(
                 f"incident {inc.status}: {inc.rule} on {inc.service} [{inc.severity}] "
-                f"value {_num(inc.value)} {inc.condition} {_num(inc.threshold)} ({inc.source})"
+                f"{'value ' if live else ''}{value} ({inc.source})"
             )
     old_notes = {(n.id, n.status) for n in before.notifications} if before else set()
     for n in reversed(after.notifications):

@@ -1,8 +1,7 @@
 """Window partials: what one batch of decoded records adds to each sliding window.
 
 Role: the pure core of the window stage. ``build_partials`` turns a batch into one ``Partial`` per
-(window_key, metric_type, window_start); ``partial_rows`` gives the rows the worker COPYs into the
-temp table ``window_partials_stage`` (STAGE_TABLE_SQL), and MERGE_PARTIALS_SQL upserts them into
+(window_key, metric_type, window_start); ``windows.store`` stages them and upserts them into
 metrics_agg in the same transaction as the raw events and offsets. Every field merges additively
 (count, sum, sketch buckets) or by min/max, so late events, replays into other batches and any
 number of workers all converge on the same rows.
@@ -33,9 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-import msgspec
-
-from rtmh.records import DecodedRecord, Kind
+from rtmh.records import GLOBAL_WINDOW_KEY, DecodedRecord, Kind
 from rtmh.windows.assign import (
     DEFAULT_SIZE,
     DEFAULT_SLIDE,
@@ -48,7 +45,6 @@ from rtmh.windows.sketch import Sketch, is_indexable
 Mode = Literal["count", "sum", "ratio", "mean"]
 PartialKey = tuple[str, str, int]
 
-GLOBAL_KEY = "__all__"
 LOG_COUNT = "log_count"
 ERROR_COUNT = "error_count"
 ERROR_RATE = "error_rate"
@@ -217,7 +213,7 @@ def _add_record(panes: dict[PartialKey, Partial], record: DecodedRecord, slide: 
 
 
 def pane_partials(
-    records: Iterable[DecodedRecord], slide: int, global_key: str = GLOBAL_KEY
+    records: Iterable[DecodedRecord], slide: int, global_key: str = GLOBAL_WINDOW_KEY
 ) -> dict[PartialKey, Partial]:
     """Partials per slide-wide pane (window_start = pane start, window_end = pane + slide).
 
@@ -239,7 +235,7 @@ def build_partials(
     records: Iterable[DecodedRecord],
     size: int = DEFAULT_SIZE,
     slide: int = DEFAULT_SLIDE,
-    global_key: str = GLOBAL_KEY,
+    global_key: str = GLOBAL_WINDOW_KEY,
 ) -> dict[PartialKey, Partial]:
     """Partials of every window [start, start + size) the windowed records fall in.
 
@@ -259,118 +255,3 @@ def build_partials(
             else:
                 existing.merge(replace(partial, window_start=start, window_end=start + size))
     return windows
-
-
-# ----------------------------------------------------------------------------------------------
-# Staging and merge SQL. The worker, inside its batch transaction:
-#   cur.execute(STAGE_TABLE_SQL)
-#   with cur.copy(COPY_STAGE_SQL) as copy: for row in partial_rows(partials): copy.write_row(row)
-#   cur.execute(MERGE_PARTIALS_SQL)
-# ON COMMIT DELETE ROWS empties the stage at commit (and on rollback), so a pooled connection
-# reuses the temp table without a TRUNCATE.
-# ----------------------------------------------------------------------------------------------
-
-#: columns of window_partials_stage, in partial_rows order
-STAGE_COLUMNS = (
-    "window_key",
-    "metric_type",
-    "window_start",
-    "window_end",
-    "count",
-    "sum",
-    "min",
-    "max",
-    "p50",
-    "p95",
-    "p99",
-    "sketch",
-)
-
-STAGE_TABLE_SQL = """\
-CREATE TEMP TABLE IF NOT EXISTS window_partials_stage (
-    window_key    text             NOT NULL,
-    metric_type   text             NOT NULL,
-    window_start  bigint           NOT NULL,  -- epoch seconds
-    window_end    bigint           NOT NULL,
-    count         bigint           NOT NULL,
-    sum           double precision NOT NULL,
-    min           double precision,
-    max           double precision,
-    -- Partial.percentiles(): what a new metrics_agg row stores (saves SQL a sort per new row)
-    p50           double precision,
-    p95           double precision,
-    p99           double precision,
-    sketch        jsonb
-) ON COMMIT DELETE ROWS"""
-
-COPY_STAGE_SQL = f"COPY window_partials_stage ({', '.join(STAGE_COLUMNS)}) FROM STDIN"
-
-# Upsert of the stage into metrics_agg. Why it looks the way it does:
-# - one stage row per key (build_partials guarantees it): ON CONFLICT cannot touch a row twice;
-# - ORDER BY the key: concurrent workers lock shared rows in the same order, so two batches of
-#   overlapping windows queue instead of deadlocking;
-# - value comes from metric_type (rtmh_window_value): EXCLUDED carries only metrics_agg columns,
-#   so a staged mode column could not reach the DO UPDATE branch;
-# - OFFSET 0 keeps the merged sketch a computed-once subquery: flattened, the planner pastes
-#   rtmh_sketch_merge into every target that uses it (measured 3x slower);
-# - new rows take the p50/p95/p99 Python computed; merged rows recompute them in SQL.
-MERGE_PARTIALS_SQL = """\
-INSERT INTO metrics_agg AS m (window_key, metric_type, window_start, window_end, value,
-                              count, sum, min, max, p50, p95, p99, sketch)
-SELECT window_key, metric_type, to_timestamp(window_start), to_timestamp(window_end),
-       rtmh_window_value(metric_type, count, sum), count, sum, min, max, p50, p95, p99, sketch
-FROM window_partials_stage
-ORDER BY window_key, metric_type, window_start
-ON CONFLICT (window_key, metric_type, window_start) DO UPDATE SET
-    count = m.count + EXCLUDED.count,
-    sum = m.sum + EXCLUDED.sum,
-    min = LEAST(m.min, EXCLUDED.min),
-    max = GREATEST(m.max, EXCLUDED.max),
-    value = rtmh_window_value(m.metric_type, m.count + EXCLUDED.count, m.sum + EXCLUDED.sum),
-    (sketch, p50, p95, p99) = (
-        SELECT merged.sketch, pc.p50, pc.p95, pc.p99
-        FROM (SELECT rtmh_sketch_merge(m.sketch, EXCLUDED.sketch) AS sketch OFFSET 0) AS merged
-        CROSS JOIN LATERAL rtmh_sketch_percentiles(
-            merged.sketch, LEAST(m.min, EXCLUDED.min), GREATEST(m.max, EXCLUDED.max)) AS pc
-    )"""
-
-
-def _sketch_json(sketch: Sketch | None) -> str | None:
-    # str, not bytes: psycopg's COPY sends str as text into the jsonb column (bytes -> bytea)
-    return None if sketch is None else msgspec.json.encode(sketch.to_json_obj()).decode()
-
-
-StageRow = tuple[
-    str,
-    str,
-    int,
-    int,
-    int,
-    float,
-    float | None,
-    float | None,
-    float | None,
-    float | None,
-    float | None,
-    str | None,
-]
-
-
-def partial_rows(partials: Mapping[PartialKey, Partial] | Iterable[Partial]) -> list[StageRow]:
-    """Rows for COPY into window_partials_stage, columns as in STAGE_COLUMNS."""
-    values = partials.values() if isinstance(partials, Mapping) else partials
-    return [
-        (
-            p.window_key,
-            p.metric_type,
-            p.window_start,
-            p.window_end,
-            p.count,
-            p.sum,
-            p.min,
-            p.max,
-            *p.percentiles(),
-            _sketch_json(p.sketch),
-        )
-        for p in values
-    ]

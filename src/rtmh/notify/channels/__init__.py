@@ -1,9 +1,14 @@
 """Channels: how one notification is rendered and sent to one receiver.
 
 The DB-side notifier claims an ``alert_notifications`` row, builds a :class:`Channel` from the
-``notification_channels`` row and a :class:`~rtmh.notify.render.Notification`, awaits
+``notification_channels`` row and a :class:`~rtmh.records.Notification`, awaits
 :func:`deliver`, and records the :class:`DeliveryResult`. This package never touches the
 database, never raises for anything a receiver does, and never lets a secret out.
+
+One module per channel holds its pure ``render_*`` function and its ``deliver_*`` (webhook,
+alertmanager, slack, pagerduty, email); :mod:`~rtmh.notify.channels.common` holds the wording
+they share, :mod:`~rtmh.notify.channels.base` the HTTP exchange and retry classification,
+:mod:`~rtmh.notify.channels.config` the validated channel settings.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from rtmh.notify.channels.email import conversation_deadline, deliver_email
 from rtmh.notify.channels.pagerduty import deliver_pagerduty
 from rtmh.notify.channels.slack import deliver_slack
 from rtmh.notify.channels.webhook import deliver_webhook, sign, verify_signature
-from rtmh.notify.render import Notification
+from rtmh.records import Notification
 
 __all__ = [
     "CHANNEL_TYPES",

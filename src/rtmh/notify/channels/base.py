@@ -29,6 +29,9 @@ from typing import Final
 
 import httpx
 
+from rtmh import __version__
+
+USER_AGENT: Final = f"rtmh/{__version__}"
 EXCERPT_CHARS: Final = 500
 # Enough for any error a receiver writes; a receiver that streams megabytes is not read further.
 _BODY_READ_BYTES: Final = 8192

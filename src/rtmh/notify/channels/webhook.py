@@ -1,4 +1,5 @@
-"""Generic webhook and Alertmanager-compatible webhook delivery, with HMAC request signing.
+"""Generic webhook (and Alertmanager-compatible webhook) channel: the body and its delivery,
+with HMAC request signing.
 
 Headers on every request: ``Content-Type: application/json``, ``X-RTMH-Idempotency-Key`` (the
 same on every retry: receivers deduplicate on it) and ``X-RTMH-Event``. With ``secrets.hmac_secret``
@@ -13,20 +14,39 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import datetime
+from typing import Any, Final
 
 import httpx
 
-from rtmh import __version__
-from rtmh.notify.channels.base import DeliveryResult, HttpPost, post
+from rtmh.notify.channels.alertmanager import render_alertmanager
+from rtmh.notify.channels.base import USER_AGENT, DeliveryResult, HttpPost, post
+from rtmh.notify.channels.common import encode_json
 from rtmh.notify.channels.config import Channel, WebhookSettings
-from rtmh.notify.render import Notification, encode_json, render_alertmanager, render_webhook
+from rtmh.records import Notification, rfc3339
 
 IDEMPOTENCY_HEADER = "X-RTMH-Idempotency-Key"
 EVENT_HEADER = "X-RTMH-Event"
 SIGNATURE_HEADER = "X-RTMH-Signature"
 TIMESTAMP_HEADER = "X-RTMH-Timestamp"
-USER_AGENT = f"rtmh/{__version__}"
 _SIGNATURE_PREFIX = "sha256="
+
+#: version of the generic webhook body; bump on any incompatible change
+WEBHOOK_SCHEMA_VERSION: Final = "1"
+
+
+def render_webhook(notification: Notification, sent_at: datetime) -> dict[str, Any]:
+    """The generic webhook body (schema version 1, documented field by field in the README)."""
+    incident = notification.incident.to_dict()
+    incident["dashboard_url"] = notification.dashboard_url
+    return {
+        "version": WEBHOOK_SCHEMA_VERSION,
+        "event": notification.event,
+        "idempotency_key": notification.idempotency_key,
+        "notification_id": notification.id,
+        "attempt": notification.attempt,
+        "sent_at": rfc3339(sent_at),
+        "incident": incident,
+    }
 
 
 def sign(secret: str | bytes, body: bytes) -> str:

@@ -1,5 +1,8 @@
-"""Silences: which active silence, if any, mutes a notification. Pure; the notifier loads the
-rows and records the returned id in ``alert_notifications.suppressed_by``.
+"""Silences: which active silence, if any, mutes a notification. Pure, and the one place that
+decides it: the rules stage asks when it queues a notification (the row is written
+``suppressed``) and the notifier asks again at send time (the silence may be newer than the row);
+both read the rows with the one query ``active_silences`` (db/queries/rules.sql) and record the
+returned id in ``alert_notifications.suppressed_by``.
 
 A silence's matchers (``{"rule": ..., "service": ..., "severity": ...}``) are shell-style globs
 (``*``, ``?``, ``[...]``, case-sensitive like the rules' window_key_pattern); every key present
@@ -30,6 +33,7 @@ class Silence:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Silence:
+        """From a ``silences`` row as a mapping (the ``active_silences`` query, dict rows)."""
         return cls(
             id=int(row["id"]),
             starts_at=row["starts_at"],

@@ -1,4 +1,4 @@
-"""Silence matching (rtmh.notify.silences): globs, all-keys semantics, the active window."""
+"""Silence matching (rtmh.rules.silences): globs, all-keys semantics, the active window."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rtmh.notify.silences import Silence, matching_silence, validate_matchers
+from rtmh.rules.silences import Silence, matching_silence, validate_matchers
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)

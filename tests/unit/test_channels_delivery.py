@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from rtmh.notify.channels import Channel, DeliveryResult, deliver, parse_channel, verify_signature
-from rtmh.notify.render import IncidentSnapshot, Notification, label_fingerprint
+from rtmh.notify.channels.alertmanager import label_fingerprint
+from rtmh.records import IncidentSnapshot, Notification
 from tests.receivers import HttpReceiver, SmtpReceiver
 
 T = TypeVar("T")

@@ -1,0 +1,318 @@
+"""Running `rtmh bench detect`: servers, a fresh database, the worker, the traffic with its
+bursts and the incident watcher; what the run saw goes to measure.py for its figures."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from rich.console import Console
+from rich.progress import Progress, TaskID
+
+from rtmh.bench.common import (
+    SQL,
+    BenchServers,
+    Databases,
+    bench_servers,
+    now_iso,
+    progress_bar,
+    worker_env,
+)
+from rtmh.bench.detect.measure import figures, match
+from rtmh.bench.detect.model import (
+    DRAIN_TIMEOUT_S,
+    RESOLVE_AFTER_SECONDS,
+    RULE,
+    DetectConfig,
+    Observed,
+    RuleParams,
+    schedule,
+)
+from rtmh.bench.detect.traffic import BurstTraffic
+from rtmh.bench.detect.watcher import Watcher
+from rtmh.bench.processes import CpuMeter, RtmhProcess, log_tail
+from rtmh.config import Settings
+
+#: how long the worker may take to join its group and commit the first message
+JOIN_TIMEOUT_S = 90.0
+
+
+def run(settings: Settings, config: DetectConfig, console: Console) -> dict[str, Any]:
+    """One run on the servers the settings name (embedded ones otherwise); its figures."""
+    started_at = now_iso()
+    with bench_servers(
+        settings.postgres_url, settings.kafka_bootstrap_servers, console=console
+    ) as srv:
+        dbs = Databases(srv.admin_url)
+        try:
+            url = dbs.fresh("detect")
+            observed = _Run(settings, config, console, srv, url, started_at).observe()
+            return figures(observed, srv, url)
+        finally:
+            dbs.drop_all()
+
+
+def configure_rule(url: str) -> RuleParams:
+    """Only RULE enabled, with a short resolve period; its parameters, checked to be the kind
+    of rule the traffic models."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(SQL.enable_only_rule, {"rule": RULE})
+        row = conn.execute(
+            SQL.configure_rule, {"rule": RULE, "resolve": RESOLVE_AFTER_SECONDS}
+        ).fetchone()
+    if row is None:
+        raise RuntimeError(f"alert rule {RULE!r} is missing from the migrated database")
+    rid, metric, aggregation, condition, threshold, recovery, min_count, for_s, resolve, _p, ch = (
+        row
+    )
+    if (metric, aggregation, condition, for_s) != ("error_rate", "value", ">", 0):
+        raise RuntimeError(
+            f"{RULE} is {metric} {aggregation} {condition} for {for_s} s; this benchmark models "
+            "error_rate value > threshold with for 0 s"
+        )
+    return RuleParams(
+        int(rid),
+        float(threshold),
+        int(min_count),
+        None if recovery is None else float(recovery),
+        int(resolve),
+        list(ch),
+    )
+
+
+def committed(url: str, group: str) -> int:
+    """Messages the group has committed so far."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(SQL.committed_offsets, (group,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def wait_committed(url: str, group: str, produced: int, check: Callable[[], None]) -> float:
+    """Seconds until the group has committed ``produced`` messages; ``check()`` between polls
+    raises to give up (the worker died, or too long)."""
+    started = time.monotonic()
+    while committed(url, group) < produced:
+        check()
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def give_up_after(
+    worker: RtmhProcess, timeout: float, why: Callable[[], str]
+) -> Callable[[], None]:
+    """A ``check`` for wait_committed: raises once the worker has exited, or RuntimeError(why())
+    once ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+
+    def check() -> None:
+        worker.check()
+        if time.monotonic() > deadline:
+            raise RuntimeError(why())
+
+    return check
+
+
+def _delete_topics(bootstrap: str, topics: list[str]) -> None:
+    """Best effort: leave nothing behind on a broker the user brought."""
+    from confluent_kafka.admin import AdminClient
+
+    with contextlib.suppress(Exception):
+        futures = AdminClient({"bootstrap.servers": bootstrap}).delete_topics(
+            topics, operation_timeout=10
+        )
+        for future in futures.values():
+            with contextlib.suppress(Exception):
+                future.result(10)
+
+
+@dataclass
+class _Run:
+    settings: Settings
+    config: DetectConfig
+    console: Console
+    srv: BenchServers
+    url: str
+    started_at: str
+    group: str = field(default_factory=lambda: f"rtmh-bench-detect-{uuid.uuid4().hex[:8]}")
+    prefix: str = field(default_factory=lambda: f"benchdetect{uuid.uuid4().hex[:8]}.")
+    #: produced/committed counts when the warm-up ends (t0) and when the traffic stops (t1)
+    window: dict[str, float] = field(default_factory=dict)
+    cpu_percent: dict[str, float] = field(default_factory=dict)
+
+    def observe(self) -> Observed:
+        from rtmh.kafka.client import ensure_topics, make_producer
+
+        s = self.settings
+        rule = configure_rule(self.url)
+        topics = {k: f"{self.prefix}{k}" for k in ("logs", "metrics", "events")}
+        ensure_topics(self.srv.bootstrap, list(topics.values()), s.partitions)
+        producer = make_producer(self.srv.bootstrap)
+        traffic = BurstTraffic(
+            self.config,
+            topics,
+            producer,
+            rule,
+            s.window_size_s,
+            s.window_slide_s,
+            schedule(self.config),
+        )
+        env = worker_env(s, self.url, self.srv.bootstrap, self.prefix, self.group)
+        watcher = Watcher(self.url, rule.id, self.group, lambda: traffic.produced)
+        load_before = os.getloadavg()
+        with ExitStack() as cleanup:
+            if not self.srv.embedded_broker:
+                cleanup.callback(_delete_topics, self.srv.bootstrap, list(topics.values()))
+            cleanup.callback(_flush_quietly, producer)
+            worker = cleanup.enter_context(
+                RtmhProcess("worker", env, self.srv.workdir / "worker.log", own_session=True)
+            )
+            cleanup.callback(watcher.stop_event.set)
+            ran, join_s, drain_s = self._measured(traffic, watcher, worker, producer)
+        return Observed(
+            settings=s,
+            config=self.config,
+            rule=rule,
+            bursts=traffic.bursts,
+            events=watcher.snapshot(),
+            started_at=self.started_at,
+            traffic_started_wall=traffic.started_wall,
+            ran_s=ran,
+            produced=traffic.produced,
+            window=self.window,
+            join_s=join_s,
+            drain_s=drain_s,
+            max_lag=watcher.max_lag,
+            cpu_percent=self.cpu_percent,
+            load_before=load_before,
+            load_after=os.getloadavg(),
+        )
+
+    def _measured(
+        self, traffic: BurstTraffic, watcher: Watcher, worker: RtmhProcess, producer: Any
+    ) -> tuple[float, float, float]:
+        """Worker joined, traffic run, everything committed: (traffic s, join s, drain s)."""
+        join_s = self._wait_for_worker(worker, traffic)
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(0.001)  # the watcher's clock must not wait for the producer
+        try:
+            watcher.start()
+            ran = self._traffic(traffic, watcher, worker, CpuMeter(worker.pid))
+            remaining = producer.flush(30)
+            if remaining or traffic.failed:
+                raise RuntimeError(
+                    f"{remaining} messages undelivered, {traffic.failed} failed "
+                    f"({traffic.first_error_note or 'timed out'})"
+                )
+            with self.console.status("waiting for the worker to commit everything produced"):
+                drain_s = wait_committed(
+                    self.url,
+                    self.group,
+                    traffic.produced,
+                    give_up_after(
+                        worker,
+                        DRAIN_TIMEOUT_S,
+                        lambda: (
+                            f"the worker did not catch up within {DRAIN_TIMEOUT_S:.0f} s "
+                            "after the traffic stopped"
+                        ),
+                    ),
+                )
+            time.sleep(0.2)  # an incident committed with the last messages is still seen
+            watcher.stop()
+            if watcher.error is not None:
+                raise RuntimeError(f"incident watcher failed: {watcher.error}")
+        finally:
+            sys.setswitchinterval(switch)
+        return ran, join_s, drain_s
+
+    def _wait_for_worker(self, worker: RtmhProcess, traffic: BurstTraffic) -> float:
+        """Until the worker has committed a first message (group joined, partitions assigned)."""
+        with self.console.status("starting the worker and waiting for its first commit"):
+            started = time.monotonic()
+            traffic.first_message()
+            traffic.producer.flush(10)
+            check = give_up_after(
+                worker,
+                JOIN_TIMEOUT_S,
+                lambda: (
+                    f"the worker committed nothing within {JOIN_TIMEOUT_S:.0f} s; log "
+                    f"tail:\n{log_tail(worker.log_path)}"
+                ),
+            )
+            wait_committed(self.url, self.group, traffic.produced, check)
+            return time.monotonic() - started
+
+    def _traffic(
+        self, traffic: BurstTraffic, watcher: Watcher, worker: RtmhProcess, cpu: CpuMeter
+    ) -> float:
+        """Runs the traffic with a progress bar until every burst is detected (or the tail has
+        passed); records the measured span in ``window``; returns the traffic's seconds."""
+        bursts = traffic.bursts
+        with progress_bar(self.console) as progress:
+            task = progress.add_task("bursts detected", total=len(bursts), note="warming up")
+            ran = traffic.run(
+                self._until(traffic, watcher, cpu),
+                lambda t: self._tick(t, progress, task, traffic, watcher, worker),
+            )
+            self.window.update(t1=ran, produced1=traffic.produced, committed1=watcher.committed)
+            self.cpu_percent = cpu.end()
+            done = detected(traffic, watcher)
+            progress.update(task, completed=done, note=f"{ran:.0f} s, traffic stopped")
+        return ran
+
+    def _until(
+        self, traffic: BurstTraffic, watcher: Watcher, cpu: CpuMeter
+    ) -> Callable[[float], bool]:
+        c = self.config
+        last_end = traffic.bursts[-1].end
+        window = self.window
+
+        def until(t: float) -> bool:
+            if "t0" not in window and t >= c.warmup_s:
+                window.update(t0=t, produced0=traffic.produced, committed0=watcher.committed)
+                cpu.begin()
+            if t < last_end:
+                return False
+            return t >= last_end + c.tail_s or detected(traffic, watcher) == len(traffic.bursts)
+
+        return until
+
+    def _tick(
+        self,
+        t: float,
+        progress: Progress,
+        task: TaskID,
+        traffic: BurstTraffic,
+        watcher: Watcher,
+        worker: RtmhProcess,
+    ) -> None:
+        worker.check()
+        if watcher.error is not None:
+            raise RuntimeError(f"incident watcher failed: {watcher.error}")
+        current = traffic.burst_at(t)
+        where = f"burst {current.index + 1} on {current.service}" if current else ""
+        lag = traffic.produced - watcher.committed
+        progress.update(
+            task,
+            completed=detected(traffic, watcher),
+            note=f"{t:5.0f} s  {traffic.produced:>9,} sent  lag {lag:>7,}  {where}",
+        )
+
+
+def detected(traffic: BurstTraffic, watcher: Watcher) -> int:
+    """Bursts the watcher has seen an incident for so far."""
+    match(traffic.bursts, watcher.snapshot())
+    return sum(b.detected for b in traffic.bursts)
+
+
+def _flush_quietly(producer: Any) -> None:
+    with contextlib.suppress(Exception):
+        producer.flush(2)
