@@ -13,10 +13,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
-from rtmh.db.migrate import apply_pending
+from rtmh.db.databases import create_database, create_template, drop_database
 from rtmh.embedded.broker import EmbeddedBroker
 from rtmh.embedded.postgres import EmbeddedPostgres, forget_clusters_under
 from tests.modes import ancestor_modes
@@ -50,41 +49,36 @@ def pg_server(
 ) -> Iterator[EmbeddedPostgres]:
     server = EmbeddedPostgres(pg_root, fast_unsafe=True, ephemeral=True)
     server.start()
-    with psycopg.connect(server.admin_url(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {TEMPLATE}")
-    with psycopg.connect(server.admin_url(TEMPLATE), autocommit=True) as conn:
-        apply_pending(conn)
+    create_template(server.admin_url(), TEMPLATE)
     yield server
     server.stop()
 
 
-def _create_database(server: EmbeddedPostgres, template: str | None) -> str:
+def new_test_database(server: EmbeddedPostgres, template: str | None) -> str:
+    """A new database of this test's own (a clone of ``template`` when given); its name."""
     name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server.admin_url(), autocommit=True) as conn:
-        suffix = f" TEMPLATE {template}" if template else ""
-        conn.execute(f"CREATE DATABASE {name}{suffix}")
+    create_database(server.admin_url(), name, template=template)
     return name
 
 
-def _drop_database(server: EmbeddedPostgres, name: str) -> None:
-    with psycopg.connect(server.admin_url(), autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+def drop_test_database(server: EmbeddedPostgres, name: str) -> None:
+    drop_database(server.admin_url(), name)
 
 
 @pytest.fixture
 def db_url(pg_server: EmbeddedPostgres) -> Iterator[str]:
     """A fresh database with every migration applied."""
-    name = _create_database(pg_server, TEMPLATE)
+    name = new_test_database(pg_server, TEMPLATE)
     yield pg_server.admin_url(name)
-    _drop_database(pg_server, name)
+    drop_test_database(pg_server, name)
 
 
 @pytest.fixture
 def empty_db_url(pg_server: EmbeddedPostgres) -> Iterator[str]:
     """A fresh database with nothing in it (for the migrators)."""
-    name = _create_database(pg_server, None)
+    name = new_test_database(pg_server, None)
     yield pg_server.admin_url(name)
-    _drop_database(pg_server, name)
+    drop_test_database(pg_server, name)
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from rtmh.embedded.postgres import EmbeddedPostgres
 from rtmh.kafka.client import ensure_topics, make_producer, produce_waiting
 
-from ..conftest import TEMPLATE, _create_database, _drop_database
+from ..conftest import TEMPLATE, drop_test_database, new_test_database
 from .ingest_support import (
     KINDS,
     assert_exactly_once,
@@ -52,11 +52,11 @@ SERVICES = ("api", "db", "web", GLOBAL_KEY)  # a service named like the global k
 @contextmanager
 def fresh_database(server: EmbeddedPostgres) -> Iterator[str]:
     """A migrated database of its own for one hypothesis example."""
-    name = _create_database(server, TEMPLATE)
+    name = new_test_database(server, TEMPLATE)
     try:
         yield server.admin_url(name)
     finally:
-        _drop_database(server, name)
+        drop_test_database(server, name)
 
 
 def produce_all(bootstrap: str, prefix: str, messages: list[Message], partitions: int) -> None:

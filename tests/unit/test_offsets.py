@@ -16,7 +16,7 @@ from rtmh.ingest.offsets import (
     needs_probe,
     recreated_topics,
 )
-from rtmh.ingest.store import StoredOffset, continuity_error
+from rtmh.ingest.store import StoredOffset, _committed_before, continuity_error
 from rtmh.records import DecodedRecord, KafkaMessage, Kind, ReadOutcome
 
 STORED = StoredOffset(generation=2, next_offset=500, last_digest=b"d" * 16)
@@ -205,3 +205,27 @@ def test_a_missing_topic_or_one_without_ids_is_no_reset_by_itself() -> None:
 
 def test_only_owned_topics_are_considered() -> None:
     assert recreated_topics({}, {"x": "X2"}, created=["x"]) == {}
+
+
+# --- a lost COMMIT reply, told apart from a rewind ------------------------------------------
+
+
+def test_offsets_already_at_the_batch_end_after_a_lost_reply_mean_committed() -> None:
+    prog = progress(500, 800)
+    found = {("t", 0): (2, 800, b"d" * 16)}
+    assert _committed_before({("t", 0): STORED}, {("t", 0): prog}, found)
+
+
+def test_a_rewound_batch_ending_at_the_stored_offset_did_not_commit() -> None:
+    # re-read from offset 0 up to exactly the stored 500: the row says where the batch ends,
+    # but it said so before the batch too (the batch was never committed: the fence refuses it)
+    prog = progress(0, 500)
+    found = {("t", 0): (2, 500, b"d" * 16)}
+    assert not _committed_before({("t", 0): STORED}, {("t", 0): prog}, found)
+
+
+def test_offsets_elsewhere_are_no_commit_of_ours() -> None:
+    prog = progress(500, 800)
+    assert not _committed_before({("t", 0): STORED}, {("t", 0): prog}, {})
+    other = {("t", 0): (2, 900, b"e" * 16)}
+    assert not _committed_before({("t", 0): STORED}, {("t", 0): prog}, other)

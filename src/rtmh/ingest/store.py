@@ -134,14 +134,7 @@ def _fence(
         SQL.lock_offsets, (group_id, [t for t, _ in parts], [p for _, p in parts])
     ).fetchall()
     found = {(t, p): (g, n, bytes(d) if d is not None else None) for t, p, g, n, d in rows}
-    if (
-        found
-        and len(found) == len(parts)
-        and all(
-            found[part] == (prog.generation, prog.next_offset, prog.last_digest)
-            for part, prog in progress.items()
-        )
-    ):
+    if _committed_before(expected, progress, found):
         raise AlreadyCommitted(_positions_text(progress))
     for part in parts:
         exp = expected[part]
@@ -155,6 +148,28 @@ def _fence(
         broken = continuity_error(part, exp, progress[part])
         if broken is not None:
             raise Fenced(broken)
+
+
+def _committed_before(
+    expected: dict[Partition, StoredOffset | None],
+    progress: dict[Partition, PartitionProgress],
+    found: dict[Partition, tuple[int, int, bytes | None]],
+) -> bool:
+    """Whether this very batch committed on an earlier attempt: every offsets row already says
+    where the batch ends, none still says what the worker saw before it, and the batch continues
+    what the worker saw. (A batch re-read from before the stored offsets can end exactly where
+    they are too: that one did not commit, it is a rewind, and the fence refuses it.)"""
+    if len(found) != len(expected):
+        return False
+    for part, prog in progress.items():
+        exp = expected[part]
+        if found[part] != (prog.generation, prog.next_offset, prog.last_digest):
+            return False
+        if exp is not None and found[part][:2] == (exp.generation, exp.next_offset):
+            return False
+        if continuity_error(part, exp, prog) is not None:
+            return False
+    return True
 
 
 def _positions_text(progress: dict[Partition, PartitionProgress]) -> str:

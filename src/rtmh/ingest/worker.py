@@ -17,14 +17,13 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
-    KafkaException,
     Message,
     TopicPartition,
 )
 
 from rtmh.config import Settings
 from rtmh.ingest import metrics
-from rtmh.ingest.batch import Partition, message_digest
+from rtmh.ingest.batch import Partition
 from rtmh.ingest.checkpoint import (
     AfterCommit,
     Checkpointer,
@@ -35,14 +34,10 @@ from rtmh.ingest.checkpoint import (
 from rtmh.ingest.database import Database
 from rtmh.ingest.decode import decode, kind_for_topic
 from rtmh.ingest.offsets import (
-    AskAgain,
-    Probe,
-    StartDecision,
-    decide_start,
-    needs_probe,
     recreated_topics,
 )
 from rtmh.ingest.safety_net import InTransaction
+from rtmh.ingest.starts import Starts
 from rtmh.ingest.store import StoredOffset, load_offsets, maintain_partitions
 from rtmh.ingest.tuning import GC_SECONDS, TUNING
 from rtmh.kafka.client import (
@@ -54,15 +49,13 @@ from rtmh.kafka.client import (
     to_record,
     topic_ids,
 )
-from rtmh.records import Kind, ReadOutcome
+from rtmh.records import Kind
 
 log = logging.getLogger(__name__)
 
 TOPIC_CHECK_SECONDS = 5.0
 #: how often to try re-checking the partitions after every broker was gone, until it works
 RECHECK_RETRY_SECONDS = 1.0
-#: longest wait between read-backs of a stored offset the broker did not answer
-PROBE_RETRY_MAX_SECONDS = 5.0
 MAINTENANCE_SECONDS = 3600.0
 
 
@@ -114,9 +107,10 @@ class Worker:
         )
         self.timings = timings
         self._consumer: Consumer | None = None
-        #: reads stored offsets back (given: a test's reader that fails on purpose)
-        self._reader: MessageReader | None = reader
         self._admin = make_admin(bootstrap)
+        self.starts = Starts(
+            bootstrap, self.topics, settings.partitions, self._admin, self._stop, reader
+        )
         #: topics this worker had to create when it started: any stored offset of theirs
         #: belongs to a log that is gone (taken by the first decision on each)
         self._created_at_start: set[str] = set()
@@ -139,71 +133,6 @@ class Worker:
         return self.checkpoints.committed_batches
 
     # --- assignment --------------------------------------------------------------------------
-    def _probe(self, part: Partition, stored: StoredOffset) -> Probe:
-        assert self._reader is not None
-        back = self._reader.read(part[0], part[1], stored.next_offset - 1)
-        if back.outcome is ReadOutcome.FOUND and back.message is not None:
-            return Probe(None, back.outcome, message_digest(back.message), back.detail)
-        # only an absence needs the watermarks (retention or a shorter log)
-        marks = self._reader.watermarks(*part) if back.outcome is ReadOutcome.MISSING else None
-        return Probe(marks, back.outcome, None, back.detail)
-
-    def _start(
-        self, part: Partition, row: StoredOffset | None, topic_id: str | None, reason: str | None
-    ) -> tuple[StartDecision, str | None] | None:
-        """Where ``part`` starts, and the topic id that start was decided on. A read-back the
-        broker does not answer is asked again, never taken for a reset; before each new attempt
-        the topic's id is asked again (a broker that restarted empty shows a new id, or no topic:
-        created here, as the topic check would). None when the worker stops before it knows."""
-        delay = 0.5
-        asked = 0
-        while True:
-            probe = None
-            if reason is None and row is not None and needs_probe(row, topic_id):
-                probe = self._probe(part, row)
-            decision = decide_start(f"{part[0]}[{part[1]}]", row, probe, reason, topic_id)
-            if not isinstance(decision, AskAgain):
-                return decision, topic_id
-            asked += 1
-            metrics.PROBE_RETRIES.inc()
-            if asked == 1 or asked % 10 == 0:
-                log.warning(
-                    "%s; asking again in %.1f s (attempt %d). Nothing is consumed from this "
-                    "partition until the broker answers.",
-                    decision.reason,
-                    delay,
-                    asked,
-                )
-            if self._stop.wait(delay):
-                return None
-            delay = min(delay * 2, PROBE_RETRY_MAX_SECONDS)
-            topic_id, reason = self._topic_now(part[0], topic_id, reason)
-
-    def _topic_now(
-        self, topic: str, topic_id: str | None, reason: str | None
-    ) -> tuple[str | None, str | None]:
-        """The topic's id as the broker says now, and the reason it is a new topic if this
-        worker had to create it; what was known before when the broker cannot be asked."""
-        try:
-            created = ensure_topics(
-                self.bootstrap, [topic], self.settings.partitions, timeout=2, admin=self._admin
-            )
-            ids = topic_ids(self.bootstrap, [topic], timeout=2, admin=self._admin)
-        except Exception as err:  # the broker is unreachable: nothing new is known
-            log.info("could not ask the broker about %s: %s", topic, err)
-            return topic_id, reason
-        if created:
-            reason = "the topic was missing and this worker created it again"
-        return ids.get(topic, topic_id), reason
-
-    def _current_ids(self) -> dict[str, str] | None:
-        """The topics' ids now; None when the broker cannot be asked."""
-        try:
-            return topic_ids(self.bootstrap, self.topics, timeout=2, admin=self._admin)
-        except (KafkaException, TimeoutError) as err:
-            log.info("could not ask the broker for topic ids: %s", err)
-            return None
-
     def _decide(
         self, parts: list[Partition], ids: dict[str, str] | None, recreated: dict[str, str]
     ) -> list[TopicPartition]:
@@ -224,7 +153,9 @@ class Worker:
             reason = recreated.get(part[0])
             if reason is None and part[0] in self._created_at_start:
                 reason = "the topic was missing when this worker started, and it created it"
-            started = self._start(part, row, None if ids is None else ids.get(part[0]), reason)
+            started = self.starts.start(
+                part, row, None if ids is None else ids.get(part[0]), reason
+            )
             if started is None:
                 continue  # stopping
             decision, topic_id = started
@@ -240,7 +171,7 @@ class Worker:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._join()
-        ids = self._current_ids()
+        ids = self.starts.current_ids()
         positioned = self._decide([(tp.topic, tp.partition) for tp in partitions], ids, {})
         consumer.assign(positioned)
         log.info("assigned %s", _positions(positioned))
@@ -321,7 +252,7 @@ class Worker:
             "fetch position out of range on %s: deciding where to start again",
             ", ".join(f"{t}[{p}]" for t, p in sorted(parts)),
         )
-        ids = self._current_ids()
+        ids = self.starts.current_ids()
         self._recheck(consumer, ids, self._recreated(ids, []) if ids else {}, trust_batch=True)
 
     def _check_topics(self, consumer: Consumer) -> None:
@@ -478,7 +409,7 @@ class Worker:
         maintenance, garbage collection."""
         if self._unchecked and now >= clock.recheck:
             clock.recheck = now + RECHECK_RETRY_SECONDS
-            ids = self._current_ids()  # None: no broker back yet
+            ids = self.starts.current_ids()  # None: no broker back yet
             if ids is not None:
                 self._recheck(consumer, ids, self._recreated(ids, []), trust_batch=True)
         if now >= clock.topic_check:
@@ -497,8 +428,7 @@ class Worker:
         created = ensure_topics(self.bootstrap, self.topics, s.partitions, admin=self._admin)
         self._created_at_start = set(created)
         self._maintain()
-        if self._reader is None:
-            self._reader = MessageReader(self.bootstrap)
+        self.starts.open()
         consumer = make_consumer(
             self.bootstrap,
             s.group_id,
@@ -524,6 +454,6 @@ class Worker:
             for hook in self.on_stop:
                 hook()
             consumer.close()  # leaves the group at once, so partitions move without waiting
-            self._reader.close()
+            self.starts.close()
             self.db.close()
             log.info("worker stopped after %d committed batches", self.committed_batches)

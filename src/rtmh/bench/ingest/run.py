@@ -1,45 +1,17 @@
-"""`rtmh bench ingest`: end-to-end ingest throughput beside what PostgreSQL itself can take.
-
-One run, on one set of servers (issue 3, item 8):
-
-1. N realistic messages from ``rtmh.simulate.Traffic`` (request logs, latency samples, host gauges;
-   event time advancing at EVENT_RATE messages/s) are produced to fresh topics.
-2. **COPY ceiling**: the rows the worker writes (same columns and values, same partition and
-   offset), formatted by the worker's own formatter before the clock starts, COPYed into
-   raw_events of a fresh database with no Kafka, one transaction per batch of the worker's batch
-   size. Run before and after the workers; the faster run counts, so drift never flatters the
-   worker.
-3. **Worker**: ``rtmh worker`` as it runs in production (``pipeline.build_worker``: windows merged
-   in the checkpoint transaction, rules evaluated after it) in a subprocess of its own, into a
-   fresh database, timed from the first message it receives to the commit holding the last one.
-   Its peak RSS is the kernel's high-water mark (VmHWM), with a 20 ms psutil sample beside it.
-   Then the same with windows but no rules engine, and a plain ``Worker`` (no window stage): the
-   ingest stage alone, which issue 3's ">= 70 % of the ceiling" is about (the whole worker is
-   held to it too), and the base of issue 4's "aggregation adds <= 15 %" (windows vs plain).
-   Each worker's database is dropped once measured, so autovacuum working through its rows
-   never runs during a later phase.
-4. **Naive consumer**: one INSERT and one commit per message (confluent-kafka poll + psycopg), run
-   for min(N, NAIVE_MAX) messages and reported as a rate: per message, it does not depend on N.
-
-Every worker run is checked against PostgreSQL afterwards (rows + dead letters = N), and reports
-where its time went: the checkpoint thread's busy time and the poll loop's waits for it.
-RTMH_BENCH_PROFILE=/path/prefix writes a cProfile of each worker run's poll loop (prefix.VARIANT)
-and checkpoint thread (prefix.VARIANT.writer).
-"""
+"""`rtmh bench ingest`, the runs: COPY ceiling, the three worker variants (each in a subprocess of
+its own, into a fresh database), and the naive consumer; their figures and the targets."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,20 +20,26 @@ import psutil
 import psycopg
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
 
 from rtmh.bench import safety_net
 from rtmh.bench.common import (
     BenchServers,
     Databases,
     bench_servers,
-    figures_table,
     machine_info,
     now_iso,
     postgres_info,
     progress_bar,
     worker_env,
-    write_json,
+)
+from rtmh.bench.ingest.traffic import (
+    EVENT_RATE,
+    Advance,
+    Message,
+    Produced,
+    generate,
+    generate_counted,
+    produce,
 )
 from rtmh.config import Settings
 from rtmh.ingest.batch import Batch
@@ -70,15 +48,14 @@ from rtmh.ingest.decode import decode, kind_for_topic
 from rtmh.ingest.store import SQL as INGEST_SQL
 from rtmh.ingest.store import maintain_partitions
 from rtmh.records import DecodedRecord, KafkaMessage, Kind
-from rtmh.simulate import Traffic, scenario
 
-#: messages per second of event time in the generated traffic (windows per batch depend on it)
-EVENT_RATE = 5_000.0
 #: the naive consumer runs for at most this many messages
 NAIVE_MAX = 20_000
-SEED = 20_240_601
+
+
 #: a worker that commits nothing new for this long has failed
 STALL_SECONDS = 120.0
+
 
 TARGETS = {
     "worker_vs_ceiling_min": 0.70,
@@ -87,88 +64,13 @@ TARGETS = {
     "windows_overhead_max": 0.15,
 }
 
+
 #: worker variants: result key -> (label, what the subprocess builds)
 VARIANTS = {
     "worker": "rtmh worker (windows + rules)",
     "worker_windows": "worker: windows, no rules",
     "worker_plain": "worker: ingest only",
 }
-
-Message = tuple[str, bytes, bytes]  # (kind, key, value)
-Advance = Callable[[int], None]
-
-
-# --- the workload -------------------------------------------------------------------------------
-
-
-def generate(events: int, *, rate: float = EVENT_RATE, seed: int = SEED) -> list[Message]:
-    """``events`` messages of steady traffic whose event times end now."""
-    span = events / rate
-    traffic = Traffic(scenario("steady", span), seed=seed)
-    start = time.time() - span
-    step = 0.1
-    per_step = rate / 2 * step  # two messages per request
-    out: list[Message] = []
-    carry = 0.0
-    t = 0.0
-    while len(out) < events:
-        carry += per_step
-        requests = int(carry)
-        carry -= requests
-        out.extend(traffic.batch(t, requests, now=start + t))
-        t += step
-    return out[:events]
-
-
-@dataclass
-class Produced:
-    topics: dict[str, str]
-    placed: list[tuple[int, int]]  # (partition, offset) of each message, in generation order
-    seconds: float
-
-
-def produce(
-    bootstrap: str,
-    topics: dict[str, str],
-    partitions: int,
-    messages: list[Message],
-    advance: Advance,
-) -> Produced:
-    from confluent_kafka import KafkaError
-    from confluent_kafka import Message as KMessage
-
-    from rtmh.kafka.client import ensure_topics, make_producer, produce_waiting
-
-    ensure_topics(bootstrap, list(topics.values()), partitions)
-    producer = make_producer(bootstrap)
-    placed: list[tuple[int, int]] = [(-1, -1)] * len(messages)
-    failures: list[str] = []
-
-    def delivered(i: int) -> Callable[[KafkaError | None, KMessage], None]:
-        def callback(err: KafkaError | None, msg: KMessage) -> None:
-            partition, offset = msg.partition(), msg.offset()
-            if err is not None or partition is None or offset is None:
-                failures.append(str(err))
-            else:
-                placed[i] = (partition, offset)
-
-        return callback
-
-    started = time.perf_counter()
-    for i, (kind, key, value) in enumerate(messages):
-        produce_waiting(producer, topics[kind], value, key, delivered(i))
-        if i % 5000 == 4999:
-            producer.poll(0)
-            advance(5000)
-    left = producer.flush(120)
-    seconds = time.perf_counter() - started
-    advance(len(messages) % 5000)
-    if left or failures:
-        raise RuntimeError(
-            f"producing the workload failed: {left} undelivered, {len(failures)} errors "
-            f"({failures[0] if failures else 'timed out'})"
-        )
-    return Produced(topics, placed, seconds)
 
 
 def copy_buffers(
@@ -197,9 +99,6 @@ def _buffer(batch: Batch) -> bytes:
     return raw_events_copy(batch)
 
 
-# --- (a) the ceiling ----------------------------------------------------------------------------
-
-
 def run_copy_ceiling(url: str, buffers: list[bytes], rows: int, advance: Advance) -> dict[str, Any]:
     """COPY pre-formatted raw_events rows, one transaction per buffer."""
     with psycopg.connect(url, autocommit=True) as conn:
@@ -221,9 +120,6 @@ def run_copy_ceiling(url: str, buffers: list[bytes], rows: int, advance: Advance
         "rows_per_s": rows / seconds,
         "transactions": len(buffers),
     }
-
-
-# --- the worker, in a process of its own --------------------------------------------------------
 
 
 def _committed(url: str, group: str) -> int:
@@ -334,102 +230,6 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
-def _peak_rss_mb() -> float | None:
-    """This process's peak RSS (VmHWM). Not ru_maxrss: Linux carries that over from the parent
-    across fork and exec, so it would report the benchmark's own memory."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-class _Timings:
-    """The worker's timing hooks (rtmh.ingest.checkpoint.Timings): the clock and CPU time at the
-    first message taken, the writer thread's busy time, and the poll loop's waits for it."""
-
-    def __init__(self) -> None:
-        self.clock: dict[str, float] = {}
-        self.cpu_at_first = 0.0
-        self.writer_busy_s = 0.0
-        self.loop_waits_for_writer_s = 0.0
-
-    def took(self, messages: int) -> None:
-        if "first_message" not in self.clock:
-            self.clock["first_message"] = time.perf_counter()
-            usage = resource.getrusage(resource.RUSAGE_SELF)
-            self.cpu_at_first = usage.ru_utime + usage.ru_stime
-
-    def wrote(self, seconds: float) -> None:
-        self.writer_busy_s += seconds
-
-    def waited(self, seconds: float) -> None:
-        if "first_message" in self.clock:
-            self.loop_waits_for_writer_s += seconds
-
-
-def _child_main(spec: dict[str, Any]) -> None:
-    """Inside the worker subprocess: the real worker, with a clock on its first message and on
-    every commit; stops once ``expected`` messages are committed."""
-    import logging
-
-    from rtmh.config import load_settings
-    from rtmh.ingest.worker import Worker
-    from rtmh.worker import build_worker
-
-    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = load_settings()
-    url, bootstrap = settings.postgres_url, settings.kafka_bootstrap_servers
-    assert url and bootstrap
-    expected: int = spec["expected"]
-    variant = spec["variant"]
-    timings = _Timings()
-    if variant == "worker":
-        worker = build_worker(settings, url, bootstrap, timings=timings)
-    elif variant == "worker_windows":
-        worker = build_worker(settings, url, bootstrap, rules=False, timings=timings)
-    else:
-        worker = Worker(settings, url, bootstrap, timings=timings)
-    started = time.perf_counter()
-    committed = [0, 0]  # messages, batches
-
-    def on_commit(batch: Batch, _touched: object) -> None:
-        now = time.perf_counter()
-        timings.clock.setdefault("first_commit", now)
-        timings.clock["last_commit"] = now
-        committed[0] += len(batch)
-        committed[1] += 1
-        if committed[0] >= expected:
-            worker.stop()
-
-    worker.after_commit.append(on_commit)
-    profile_to = os.environ.get("RTMH_BENCH_PROFILE")
-    if profile_to:  # for whoever optimises the hot path: cProfile of the poll loop
-        import cProfile
-
-        cProfile.runctx("worker.run()", globals(), {"worker": worker}, profile_to)
-    else:
-        worker.run()
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    result = {
-        "committed": committed[0],
-        "batches": committed[1],
-        "startup_s": timings.clock.get("first_message", started) - started,
-        "first_message": timings.clock.get("first_message", 0.0),
-        "first_commit": timings.clock.get("first_commit", 0.0),
-        "last_commit": timings.clock.get("last_commit", 0.0),
-        "cpu_s": usage.ru_utime + usage.ru_stime - timings.cpu_at_first,
-        "vm_hwm_mb": _peak_rss_mb(),
-        "writer_busy_s": timings.writer_busy_s,
-        "loop_waits_for_writer_s": timings.loop_waits_for_writer_s,
-    }
-    Path(spec["result"]).write_text(json.dumps(result))
-
-
-# --- (b) the naive consumer ---------------------------------------------------------------------
-
 NAIVE_INSERT = (
     f"INSERT INTO raw_events ({RAW_COLUMNS})"
     f" VALUES ({', '.join(['%s'] * len(RAW_COLUMNS.split(',')))})"
@@ -505,9 +305,6 @@ def run_naive(
         "extrapolated": True,
         "note": f"rate measured over {done:,} messages; per message, it does not depend on N",
     }
-
-
-# --- the whole run ------------------------------------------------------------------------------
 
 
 def _phase(
@@ -667,7 +464,7 @@ def _workload(
 ) -> tuple[Produced, list[bytes], Counter[str], int]:
     """Generate and produce the messages; keep only the COPY buffers and counts afterwards."""
     messages: list[Message] = _phase(
-        progress, "generate", n, lambda adv: _generate(n, adv), "rtmh.simulate.Traffic"
+        progress, "generate", n, lambda adv: generate_counted(n, adv), "rtmh.simulate.Traffic"
     )
     produced: Produced = _phase(
         progress,
@@ -678,126 +475,3 @@ def _workload(
     buffers = copy_buffers(messages, produced, prefix, s.batch_max_messages)
     by_topic = Counter(kind for kind, _, _ in messages)
     return produced, buffers, by_topic, sum(len(v) for _, _, v in messages)
-
-
-def _generate(n: int, advance: Advance) -> list[Message]:
-    out = generate(n)
-    advance(n)
-    return out
-
-
-# --- output -------------------------------------------------------------------------------------
-
-
-def render(result: dict[str, Any]) -> Iterator[Table]:
-    """The figures table and the targets table."""
-    r, ratios, met = result["results"], result["ratios"], result["targets_met"]
-    ceiling = r["copy_ceiling"]["rows_per_s"]
-    c = r["copy_ceiling"]
-    rows = [
-        [
-            "COPY ceiling (no Kafka)",
-            f"{c['rows']:,}",
-            f"{c['seconds']:.2f}",
-            f"{ceiling:,.0f}",
-            "100%",
-            "-",
-            "-",
-        ]
-    ]
-    for key, label in VARIANTS.items():
-        w = r[key]
-        rows.append(
-            [
-                label,
-                f"{w['events']:,}",
-                f"{w['seconds']:.2f}",
-                f"{w['events_per_s']:,.0f}",
-                f"{w['events_per_s'] / ceiling:.0%}",
-                f"{w['rss_peak_mb']:.0f} MB",
-                f"{w['cpu_us_per_event']:.1f}",
-            ]
-        )
-    naive = r["naive"]
-    rows.append(
-        [
-            "naive (INSERT + commit each)",
-            f"{naive['messages']:,}",
-            f"{naive['seconds']:.2f}",
-            f"{naive['events_per_s']:,.0f}",
-            f"{naive['events_per_s'] / ceiling:.1%}",
-            "-",
-            "-",
-        ]
-    )
-    m, pg, wl = result["machine"], result["postgres"], result["workload"]
-    caption = (
-        f"{m['cpu_model']}, {m['cpu_logical_cores']} cores, {m['ram_gb']} GB RAM; {m['python']}; "
-        f"PostgreSQL {pg['version']}, {pg['mode']}. {wl['avg_message_bytes']:.0f}-byte messages, "
-        f"batches of {wl['batch_max_messages']:,}. Worker: first message to last commit. "
-        f"Ceiling: {c['method']}. Naive: {naive['note']}."
-    )
-    yield figures_table(
-        f"rtmh bench ingest: {wl['events']:,} events",
-        ("run", "events", "seconds", "events/s", "of ceiling", "RSS peak", "CPU µs/event"),
-        rows,
-        caption=caption,
-    )
-
-    net = r.get("safety_net")
-    if net is not None:
-        yield figures_table(
-            f"safety net: one message PostgreSQL refuses in a {net['batch_messages']:,} batch",
-            ("checkpoint", "ms (median)", "extra attempts"),
-            [
-                ["clean", f"{net['clean_ms']:.1f}", "-"],
-                ["one refused", f"{net['one_refused_ms']:.1f}", f"{net['extra_attempts']:.0f}"],
-                ["cost of the refused message", f"{net['extra_ms']:+.1f}", ""],
-            ],
-            caption=f"{net['note']}, {net['repeats']} runs each",
-        )
-
-    def mark(ok: bool) -> str:
-        return "[green]met[/]" if ok else "[red]missed[/]"
-
-    t = result["targets"]
-    rss = max(r[k]["rss_peak_mb"] for k in VARIANTS)
-    yield figures_table(
-        "targets (issue 3; windows: issue 4)",
-        ("target", "measured", ""),
-        [
-            [
-                f"ingest worker >= {t['worker_vs_ceiling_min']:.0%} of the COPY ceiling",
-                f"{ratios['ingest_worker_vs_ceiling']:.0%}",
-                mark(met["ingest_worker_vs_ceiling"]),
-            ],
-            [
-                f"rtmh worker >= {t['worker_vs_ceiling_min']:.0%} of the COPY ceiling",
-                f"{ratios['worker_vs_ceiling']:.0%}",
-                mark(met["worker_vs_ceiling"]),
-            ],
-            [
-                f"rtmh worker >= {t['worker_vs_naive_min']:.0f}x the naive consumer",
-                f"{ratios['worker_vs_naive']:.1f}x",
-                mark(met["worker_vs_naive"]),
-            ],
-            [
-                f"worker RSS < {t['worker_rss_max_mb']:.0f} MB",
-                f"{rss:.0f} MB",
-                mark(met["worker_rss"]),
-            ],
-            [
-                f"windows add <= {t['windows_overhead_max']:.0%} to the ingest worker's time",
-                f"{ratios['windows_overhead']:+.1%}",
-                mark(met["windows_overhead"]),
-            ],
-        ],
-    )
-
-
-def save(result: dict[str, Any], path: Path) -> None:
-    write_json(path, result)
-
-
-if __name__ == "__main__":  # the worker subprocess of run_worker
-    _child_main(json.loads(sys.argv[1]))

@@ -1,0 +1,99 @@
+"""`rtmh bench ingest`, the workload: realistic messages from ``rtmh.simulate.Traffic``,
+produced to fresh topics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rtmh.simulate import Traffic, scenario
+
+#: messages per second of event time in the generated traffic (windows per batch depend on it)
+EVENT_RATE = 5_000.0
+
+
+SEED = 20_240_601
+
+
+Message = tuple[str, bytes, bytes]  # (kind, key, value)
+
+
+Advance = Callable[[int], None]
+
+
+def generate(events: int, *, rate: float = EVENT_RATE, seed: int = SEED) -> list[Message]:
+    """``events`` messages of steady traffic whose event times end now."""
+    span = events / rate
+    traffic = Traffic(scenario("steady", span), seed=seed)
+    start = time.time() - span
+    step = 0.1
+    per_step = rate / 2 * step  # two messages per request
+    out: list[Message] = []
+    carry = 0.0
+    t = 0.0
+    while len(out) < events:
+        carry += per_step
+        requests = int(carry)
+        carry -= requests
+        out.extend(traffic.batch(t, requests, now=start + t))
+        t += step
+    return out[:events]
+
+
+@dataclass
+class Produced:
+    topics: dict[str, str]
+    placed: list[tuple[int, int]]  # (partition, offset) of each message, in generation order
+    seconds: float
+
+
+def produce(
+    bootstrap: str,
+    topics: dict[str, str],
+    partitions: int,
+    messages: list[Message],
+    advance: Advance,
+) -> Produced:
+    from confluent_kafka import KafkaError
+    from confluent_kafka import Message as KMessage
+
+    from rtmh.kafka.client import ensure_topics, make_producer, produce_waiting
+
+    ensure_topics(bootstrap, list(topics.values()), partitions)
+    producer = make_producer(bootstrap)
+    placed: list[tuple[int, int]] = [(-1, -1)] * len(messages)
+    failures: list[str] = []
+
+    def delivered(i: int) -> Callable[[KafkaError | None, KMessage], None]:
+        def callback(err: KafkaError | None, msg: KMessage) -> None:
+            partition, offset = msg.partition(), msg.offset()
+            if err is not None or partition is None or offset is None:
+                failures.append(str(err))
+            else:
+                placed[i] = (partition, offset)
+
+        return callback
+
+    started = time.perf_counter()
+    for i, (kind, key, value) in enumerate(messages):
+        produce_waiting(producer, topics[kind], value, key, delivered(i))
+        if i % 5000 == 4999:
+            producer.poll(0)
+            advance(5000)
+    left = producer.flush(120)
+    seconds = time.perf_counter() - started
+    advance(len(messages) % 5000)
+    if left or failures:
+        raise RuntimeError(
+            f"producing the workload failed: {left} undelivered, {len(failures)} errors "
+            f"({failures[0] if failures else 'timed out'})"
+        )
+    return Produced(topics, placed, seconds)
+
+
+def generate_counted(n: int, advance: Advance) -> list[Message]:
+    """``generate``, reporting the n messages to a progress bar."""
+    out = generate(n)
+    advance(n)
+    return out
