@@ -16,16 +16,12 @@ from pathlib import Path
 
 import psycopg
 
+from rtmh.db.queries import load
+
 # Same number in infra/lib/migrate-common.sh: two runs of any migrator never apply concurrently.
 MIGRATION_LOCK_KEY = 7_245_610_001
 
-CREATE_TABLE_SQL = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    version     text PRIMARY KEY,
-    checksum    text NOT NULL,
-    applied_at  timestamptz NOT NULL DEFAULT now()
-)
-"""
+SQL = load("migrate")
 
 
 class MigrationError(Exception):
@@ -59,10 +55,10 @@ def load_files(directory: Path | None = None) -> list[MigrationFile]:
 
 
 def _applied(conn: psycopg.Connection) -> dict[str, tuple[str, datetime]]:
-    row = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    row = conn.execute(SQL.schema_migrations_exists).fetchone()
     if row is None or not row[0]:
         return {}
-    rows = conn.execute("SELECT version, checksum, applied_at FROM schema_migrations").fetchall()
+    rows = conn.execute(SQL.applied_migrations).fetchall()
     return {version: (checksum, applied_at) for version, checksum, applied_at in rows}
 
 
@@ -96,10 +92,8 @@ def check_checksums(conn: psycopg.Connection, files: list[MigrationFile]) -> Non
 def _apply_one(conn: psycopg.Connection, f: MigrationFile) -> bool:
     """True when applied now, False when another run applied it first."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
-        row = conn.execute(
-            "SELECT checksum FROM schema_migrations WHERE version = %s", (f.version,)
-        ).fetchone()
+        conn.execute(SQL.lock_migrations, (MIGRATION_LOCK_KEY,))
+        row = conn.execute(SQL.applied_checksum, (f.version,)).fetchone()
         if row is not None:
             if row[0] != f.checksum:
                 raise MigrationError(f"migration {f.version} was changed after it was applied")
@@ -112,10 +106,7 @@ def _apply_one(conn: psycopg.Connection, f: MigrationFile) -> bool:
             raise MigrationError(
                 f"migration {f.version} failed and was rolled back: {first}"
             ) from err
-        conn.execute(
-            "INSERT INTO schema_migrations (version, checksum) VALUES (%s, %s)",
-            (f.version, f.checksum),
-        )
+        conn.execute(SQL.record_migration, (f.version, f.checksum))
     return True
 
 
@@ -129,7 +120,7 @@ def apply_pending(
     conn.autocommit = True
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
-        conn.execute(CREATE_TABLE_SQL)
+        conn.execute(SQL.create_schema_migrations)
     check_checksums(conn, todo)
     done: list[str] = []
     for f in todo:

@@ -299,18 +299,25 @@ class EmbeddedPostgres:
 
     def _ensure_database(self) -> None:
         import psycopg
+        from psycopg import sql
 
+        from rtmh.db.queries import load
+
+        queries = load("embedded")
+        role = sql.Identifier(DB_USER)
         with psycopg.connect(self.admin_url(), autocommit=True) as conn:
-            if (
-                conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (DB_USER,)).fetchone()
-                is None
-            ):
-                conn.execute(f"CREATE ROLE {DB_USER} LOGIN SUPERUSER PASSWORD '{DB_PASSWORD}'")
-            if (
-                conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone()
-                is None
-            ):
-                conn.execute(f"CREATE DATABASE {DB_NAME} OWNER {DB_USER}")
+            if conn.execute(queries.role_exists, (DB_USER,)).fetchone() is None:
+                conn.execute(
+                    sql.SQL(queries.create_role).format(
+                        role=role, password=sql.Literal(DB_PASSWORD)
+                    )
+                )
+            if conn.execute(queries.database_exists, (DB_NAME,)).fetchone() is None:
+                conn.execute(
+                    sql.SQL(queries.create_database_owned).format(
+                        name=sql.Identifier(DB_NAME), role=role
+                    )
+                )
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
