@@ -15,7 +15,7 @@ import pytest
 
 from rtmh.embedded.postgres import EmbeddedPostgres
 from rtmh.ingest.batch import Batch
-from rtmh.ingest.copy_text import RAW_COLUMNS, key_columns, raw_events_copy
+from rtmh.ingest.copy_text import RAW_COLUMNS, raw_events_copy, raw_events_row
 from rtmh.ingest.store import SQL as INGEST_SQL
 from rtmh.records import DecodedRecord, KafkaMessage, Kind
 
@@ -165,19 +165,7 @@ def _batch() -> Batch:
 def _rows_via_psycopg(batch: Batch) -> list[tuple[object, ...]]:
     """The rows as the worker wrote them before it formatted COPY text itself."""
     return [
-        (
-            msg.topic,
-            msg.partition,
-            msg.offset,
-            batch.progress[(msg.topic, msg.partition)].generation,
-            *key_columns(msg.key),
-            rec.data,
-            datetime.fromtimestamp(rec.event_time, UTC),
-            rec.service,
-            rec.host,
-            rec.level,
-            list(rec.flags),
-        )
+        raw_events_row(msg, rec, batch.progress[(msg.topic, msg.partition)].generation)
         for msg, rec in batch.records
     ]
 

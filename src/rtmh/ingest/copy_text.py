@@ -154,3 +154,22 @@ def batch_generations(batch: Batch) -> dict[Partition, int]:
 def raw_events_copy(batch: Batch) -> bytes:
     """All of the batch's raw_events rows as one COPY text buffer."""
     return b"".join(raw_events_chunks(batch.records, batch_generations(batch)))
+
+
+def raw_events_row(msg: KafkaMessage, rec: DecodedRecord, generation: int) -> tuple[object, ...]:
+    """One raw_events row as Python values (columns RAW_COLUMNS), for psycopg to adapt: the
+    slow path the COPY text replaces, kept as the reference it is checked against and for the
+    naive consumer of the ingest benchmark."""
+    return (
+        msg.topic,
+        msg.partition,
+        msg.offset,
+        generation,
+        *key_columns(msg.key),
+        rec.data,
+        datetime.fromtimestamp(rec.event_time, UTC),
+        rec.service,
+        rec.host,
+        rec.level,
+        list(rec.flags),
+    )

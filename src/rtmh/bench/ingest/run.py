@@ -12,7 +12,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ from rtmh.bench.ingest.traffic import (
 )
 from rtmh.config import Settings
 from rtmh.ingest.batch import Batch
-from rtmh.ingest.copy_text import RAW_COLUMNS, key_columns, raw_events_copy
+from rtmh.ingest.copy_text import RAW_COLUMNS, raw_events_copy, raw_events_row
 from rtmh.ingest.decode import decode, kind_for_topic
 from rtmh.ingest.store import SQL as INGEST_SQL
 from rtmh.ingest.store import maintain_partitions
@@ -274,22 +273,7 @@ def run_naive(
                 assert kind is not None
                 rec = decode(msg, kind)
                 assert isinstance(rec, DecodedRecord)
-                conn.execute(
-                    NAIVE_INSERT,
-                    (
-                        msg.topic,
-                        msg.partition,
-                        msg.offset,
-                        0,
-                        *key_columns(msg.key),
-                        rec.data,
-                        datetime.fromtimestamp(rec.event_time, UTC),
-                        rec.service,
-                        rec.host,
-                        rec.level,
-                        list(rec.flags),
-                    ),
-                )
+                conn.execute(NAIVE_INSERT, raw_events_row(msg, rec, 0))
                 conn.commit()
                 done += 1
                 if done % 500 == 0:
