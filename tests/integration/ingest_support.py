@@ -208,16 +208,13 @@ def assert_exactly_once(url: str, good: int, bad: int) -> None:
 
 
 def worker_env(url: str, bootstrap: str, prefix: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RTMH_", "POSTGRES_"))}
-    env.update(
-        POSTGRES_URL=url,
-        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-        RTMH_TOPIC_PREFIX=prefix,
-        RTMH_GROUP_ID=f"g-{prefix}",
-        RTMH_BATCH_MAX_MESSAGES="5000",
-    )
-    env.update(extra)
-    return env
+    """The environment of an `rtmh worker` subprocess: this test's settings as ``up`` hands
+    settings to its children (``Settings.to_env``), then ``extra`` variables on top."""
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("RTMH_", "POSTGRES_", "KAFKA_"))
+    }
+    settings = settings_for(url, bootstrap, prefix, batch_max_messages=5000)
+    return {**base, **settings.to_env(), **extra}
 
 
 def running(proc: subprocess.Popen[bytes]) -> Callable[[], bool]:
