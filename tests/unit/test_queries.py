@@ -45,3 +45,9 @@ def test_raw_events_copy_names_the_columns_the_formatter_writes() -> None:
     text = load("ingest").copy_raw_events
     sql = " ".join(" ".join(ln for ln in text.splitlines() if not ln.startswith("--")).split())
     assert f"COPY raw_events ({' '.join(RAW_COLUMNS.split())}) FROM STDIN" == sql
+
+
+def test_the_bench_poison_check_refuses_the_bench_poison_message() -> None:
+    from rtmh.bench.safety_net import POISON
+
+    assert f"'{POISON}'" in load("bench").add_poison_check

@@ -19,17 +19,15 @@ import msgspec
 import psycopg
 
 from rtmh.config import Settings
+from rtmh.db.queries import load
 from rtmh.ingest.batch import Batch
 from rtmh.ingest.decode import decode
 from rtmh.ingest.store import write_batch_exactly_once
 from rtmh.records import KafkaMessage, Kind
 from rtmh.worker import window_stage
 
+#: the message text the add_poison_check query's CHECK refuses
 POISON = "rtmh-bench-poison"
-ADD_CONSTRAINT = (
-    "ALTER TABLE raw_events ADD CONSTRAINT rtmh_bench_poison"
-    f" CHECK (data->>'msg' IS DISTINCT FROM '{POISON}')"
-)
 REPEATS = 5
 
 Message = tuple[str, bytes, bytes]  # (kind, key, value), as bench.ingest generates them
@@ -68,7 +66,7 @@ def run_safety_net(
     attempts: list[int] = []
     refused = 0
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(ADD_CONSTRAINT)
+        conn.execute(load("bench").add_poison_check)
         for _ in range(REPEATS):
             seconds, _extra = _checkpoint(conn, _batch(sample, "bench.", False), settings)
             clean.append(seconds)

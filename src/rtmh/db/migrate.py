@@ -119,7 +119,7 @@ def apply_pending(
     todo = files if files is not None else load_files()
     conn.autocommit = True
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+        conn.execute(SQL.lock_migrations, (MIGRATION_LOCK_KEY,))
         conn.execute(SQL.create_schema_migrations)
     check_checksums(conn, todo)
     done: list[str] = []

@@ -41,8 +41,9 @@ from rtmh.bench.ingest.traffic import (
     produce,
 )
 from rtmh.config import Settings
+from rtmh.db.queries import load
 from rtmh.ingest.batch import Batch
-from rtmh.ingest.copy_text import RAW_COLUMNS, raw_events_copy, raw_events_row
+from rtmh.ingest.copy_text import raw_events_copy, raw_events_row
 from rtmh.ingest.decode import decode, kind_for_topic
 from rtmh.ingest.store import SQL as INGEST_SQL
 from rtmh.ingest.store import maintain_partitions
@@ -52,6 +53,7 @@ from rtmh.records import DecodedRecord, KafkaMessage, Kind
 NAIVE_MAX = 20_000
 
 
+BENCH_SQL = load("bench")
 #: a worker that commits nothing new for this long has failed
 STALL_SECONDS = 120.0
 
@@ -109,7 +111,7 @@ def run_copy_ceiling(url: str, buffers: list[bytes], rows: int, advance: Advance
                 copy.write(buf)
             advance(per_buffer)
         seconds = time.perf_counter() - started
-        row = conn.execute("SELECT count(*) FROM raw_events").fetchone()
+        row = conn.execute(BENCH_SQL.ingest_ceiling_rows).fetchone()
     stored = int(row[0]) if row else 0
     if stored != rows:
         raise RuntimeError(f"COPY ceiling stored {stored} rows, expected {rows}")
@@ -124,7 +126,7 @@ def run_copy_ceiling(url: str, buffers: list[bytes], rows: int, advance: Advance
 def _committed(url: str, group: str) -> int:
     with psycopg.connect(url) as conn:
         row = conn.execute(
-            "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE group_id = %s",
+            BENCH_SQL.ingest_committed,
             (group,),
         ).fetchone()
     return int(row[0]) if row else 0
@@ -189,10 +191,7 @@ def run_worker(
     child = json.loads(result_path.read_text())
     progress.update(task, completed=expected, note=f"RSS {peak_rss / 2**20:.0f} MB")
     with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "SELECT (SELECT count(*) FROM raw_events), (SELECT count(*) FROM dead_letters),"
-            " (SELECT count(*) FROM metrics_agg)"
-        ).fetchone()
+        row = conn.execute(BENCH_SQL.ingest_stored).fetchone()
     assert row is not None
     stored, dead, windows_rows = (int(v) for v in row)
     if stored + dead != expected or child["committed"] != expected:
@@ -227,12 +226,6 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-NAIVE_INSERT = (
-    f"INSERT INTO raw_events ({RAW_COLUMNS})"
-    f" VALUES ({', '.join(['%s'] * len(RAW_COLUMNS.split(',')))})"
-)
 
 
 def run_naive(
@@ -273,7 +266,7 @@ def run_naive(
                 assert kind is not None
                 rec = decode(msg, kind)
                 assert isinstance(rec, DecodedRecord)
-                conn.execute(NAIVE_INSERT, raw_events_row(msg, rec, 0))
+                conn.execute(BENCH_SQL.naive_insert, raw_events_row(msg, rec, 0))
                 conn.commit()
                 done += 1
                 if done % 500 == 0:

@@ -81,3 +81,28 @@ VALUES (%s, %s, 'open', %s, %s)
 -- name: notification_status_counts
 -- `bench notify`: the outbox rows of one run by status (keys share the run's prefix).
 SELECT status, count(*) FROM alert_notifications WHERE idempotency_key LIKE %s GROUP BY status
+
+-- name: ingest_ceiling_rows
+-- `rtmh bench ingest`: what the COPY ceiling stored (checked against what it sent).
+SELECT count(*) FROM raw_events
+
+-- name: ingest_committed
+-- How many messages a benchmarked worker's group has committed (its progress bar).
+SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE group_id = %s
+
+-- name: ingest_stored
+-- A benchmarked worker's result, checked against what was produced.
+SELECT (SELECT count(*) FROM raw_events), (SELECT count(*) FROM dead_letters),
+       (SELECT count(*) FROM metrics_agg)
+
+-- name: naive_insert
+-- The naive consumer: one INSERT and one COMMIT a message (columns as copy_text.RAW_COLUMNS).
+INSERT INTO raw_events (topic, kafka_partition, kafka_offset, generation, message_key,
+                        message_key_bytes, data, event_time, service, host, level, flags)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+
+-- name: add_poison_check
+-- The safety-net phase: a CHECK that refuses one chosen message, so PostgreSQL (not the
+-- decoder) refuses it inside the checkpoint. The message text is the bench's own constant.
+ALTER TABLE raw_events ADD CONSTRAINT rtmh_bench_poison
+    CHECK (data->>'msg' IS DISTINCT FROM 'rtmh-bench-poison')
