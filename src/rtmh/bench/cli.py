@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from rtmh.bench.common import cli_settings, consoles
+from rtmh.bench.common import cli_settings, consoles, report
 
 bench_app = typer.Typer(help="Benchmarks: measured throughput and latency, printed and as JSON.")
 
@@ -67,8 +67,4 @@ def ingest(
     out, err = consoles()
     settings = cli_settings(ctx, err)
     result = bench.run(settings, events, err)
-    for table in bench.render(result):
-        out.print(table)
-    if json_file is not None:
-        bench.save(result, json_file)
-        out.print(f"figures written to {json_file}")
+    report(out, bench.render(result), result, json_file)

@@ -14,7 +14,7 @@ import platform
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +24,7 @@ from typing import Any
 import psutil
 import psycopg
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -301,6 +301,17 @@ def worker_env(
         metrics_port=0,
         log_level="INFO",
     )
+
+
+def report(
+    out: Console, tables: Iterable[RenderableType], result: dict[str, Any], json_file: Path | None
+) -> None:
+    """A bench's tables on ``out``, and every figure in ``json_file`` when one was asked for."""
+    for table in tables:
+        out.print(table)
+    if json_file is not None:
+        write_json(json_file, result)
+        out.print(f"figures written to {json_file}")
 
 
 def consoles() -> tuple[Console, Console]:

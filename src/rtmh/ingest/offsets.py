@@ -119,7 +119,7 @@ def decide_start(
             f"empty); consuming the new log from its earliest offset as generation "
             f"{stored.generation + 1}",
         )
-    if not needs_probe(stored, topic_id) or probe is None:
+    if not needs_probe(stored) or probe is None:
         return StartDecision(stored.next_offset, stored.generation, stored)
     return _from_probe(part, stored, probe, topic_id)
 

@@ -56,6 +56,19 @@ class Starts:
         if self._reader is not None:
             self._reader.close()
 
+    def ensure_topics(self, topics: list[str]) -> tuple[list[str], dict[str, str]] | None:
+        """Create whichever of ``topics`` are missing (the embedded broker forgets them on
+        restart); the ones created and every topic's id now. None when the broker cannot be
+        asked (logged)."""
+        try:
+            created = ensure_topics(
+                self.bootstrap, topics, self.partitions, timeout=2, admin=self._admin
+            )
+            return created, topic_ids(self.bootstrap, topics, timeout=2, admin=self._admin)
+        except Exception as err:
+            log.warning("broker unreachable while checking %s: %s", ", ".join(topics), err)
+            return None
+
     def current_ids(self) -> dict[str, str] | None:
         """The topics' ids now; None when the broker cannot be asked."""
         try:
@@ -109,14 +122,10 @@ class Starts:
     ) -> tuple[str | None, str | None]:
         """The topic's id as the broker says now, and the reason it is a new topic if this
         worker had to create it; what was known before when the broker cannot be asked."""
-        try:
-            created = ensure_topics(
-                self.bootstrap, [topic], self.partitions, timeout=2, admin=self._admin
-            )
-            ids = topic_ids(self.bootstrap, [topic], timeout=2, admin=self._admin)
-        except Exception as err:  # the broker is unreachable: nothing new is known
-            log.info("could not ask the broker about %s: %s", topic, err)
+        found = self.ensure_topics([topic])
+        if found is None:  # the broker is unreachable: nothing new is known
             return topic_id, reason
+        created, ids = found
         if created:
             reason = "the topic was missing and this worker created it again"
         return ids.get(topic, topic_id), reason

@@ -47,7 +47,6 @@ from rtmh.kafka.client import (
     make_admin,
     make_consumer,
     to_record,
-    topic_ids,
 )
 from rtmh.records import Kind
 
@@ -141,12 +140,7 @@ class Worker:
         ``ids``: the topic ids these decisions are made on (None: unknown); ``recreated``: topics
         known to be new ones, with the reason (their partitions start again whatever the log
         says)."""
-        stored: dict[Partition, StoredOffset] = {}
-
-        def load(conn: psycopg.Connection) -> None:
-            stored.update(load_offsets(conn, self.settings.group_id, self.topics))
-
-        self.db.run("loading offsets", load)
+        stored = self._stored_offsets()
         positioned: list[TopicPartition] = []
         for part in parts:
             row = stored.get(part)
@@ -258,14 +252,10 @@ class Worker:
     def _check_topics(self, consumer: Consumer) -> None:
         """Create missing topics (the embedded broker forgets them on restart), and start the
         partitions of a topic that is a new one since their start was decided again."""
-        try:
-            created = ensure_topics(
-                self.bootstrap, self.topics, self.settings.partitions, timeout=2, admin=self._admin
-            )
-            ids = topic_ids(self.bootstrap, self.topics, timeout=2, admin=self._admin)
-        except Exception as err:
-            log.warning("broker unreachable while checking topics: %s", err)
+        found = self.starts.ensure_topics(self.topics)
+        if found is None:
             return
+        created, ids = found
         recreated = self._recreated(ids, created)
         if recreated:
             self._recheck(consumer, ids, recreated, trust_batch=self._unchecked)
@@ -290,16 +280,22 @@ class Worker:
     def _submit(self) -> None:
         self._reseek(self.checkpoints.submit())
 
+    def _stored_offsets(self) -> dict[Partition, StoredOffset]:
+        """What PostgreSQL holds for this group's partitions (empty when the worker stops while
+        PostgreSQL is unreachable)."""
+        stored: dict[Partition, StoredOffset] = {}
+        self.db.run(
+            "loading offsets",
+            lambda conn: stored.update(load_offsets(conn, self.settings.group_id, self.topics)),
+        )
+        return stored
+
     def _reseek(self, parts: set[Partition]) -> None:
         """After a fenced batch: go back to what PostgreSQL says for partitions still ours."""
         if not parts:
             return
         assert self._consumer is not None
-        stored: dict[Partition, StoredOffset] = {}
-        self.db.run(
-            "reloading offsets",
-            lambda conn: stored.update(load_offsets(conn, self.settings.group_id, self.topics)),
-        )
+        stored = self._stored_offsets()
         for part in parts & set(self.owned.generation):
             row = stored.get(part)
             self.owned.expected[part] = row

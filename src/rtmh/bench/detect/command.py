@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rtmh.bench.common import cli_settings, consoles, write_json
+from rtmh.bench.common import cli_settings, consoles, report
 from rtmh.bench.detect.model import BASE_ERROR_RATIO, DetectConfig
 from rtmh.bench.detect.render import render
 from rtmh.bench.detect.run import run
@@ -81,8 +81,4 @@ def register(bench_app: typer.Typer) -> None:
         except RuntimeError as error:
             err.print(f"[bold red]error:[/] {error}", highlight=False)
             raise typer.Exit(1) from None
-        for table in render(result):
-            out.print(table)
-        if json_file is not None:
-            write_json(json_file, result)
-            out.print(f"figures written to {json_file}")
+        report(out, render(result), result, json_file)

@@ -30,7 +30,7 @@ Modules: ``traffic`` (the workload), ``run`` (the phases and their figures), ``c
 worker subprocess, ``python -m rtmh.bench.ingest``), ``render`` (tables and JSON).
 """
 
-from rtmh.bench.ingest.render import render, save
+from rtmh.bench.ingest.render import render
 from rtmh.bench.ingest.run import run
 
-__all__ = ["render", "run", "save"]
+__all__ = ["render", "run"]

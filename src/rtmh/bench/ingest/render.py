@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
 from rtmh.bench.common import (
     figures_table,
-    write_json,
 )
 from rtmh.bench.ingest.run import VARIANTS
 
@@ -119,7 +117,3 @@ def render(result: dict[str, Any]) -> Iterator[Table]:
             ],
         ],
     )
-
-
-def save(result: dict[str, Any], path: Path) -> None:
-    write_json(path, result)

@@ -9,7 +9,7 @@ import psycopg
 import typer
 from rich.markup import escape
 
-from rtmh.bench.common import cli_settings, consoles, write_json
+from rtmh.bench.common import cli_settings, consoles, report
 from rtmh.bench.notify.render import render
 from rtmh.bench.notify.run import run
 
@@ -42,11 +42,7 @@ def register(bench_app: typer.Typer) -> None:
         except (RuntimeError, psycopg.Error, OSError) as exc:
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(1) from None
-        for table in render(result):
-            out.print(table)
-        if json_file is not None:
-            write_json(json_file, result)
-            out.print(f"figures written to {json_file}")
+        report(out, render(result), result, json_file)
         missing = result["results"]["missing"]
         if missing:
             err.print(
