@@ -231,8 +231,8 @@ def test_partitions_created_ahead_and_dropped_after_retention(db_url: str) -> No
         assert list(conn.execute("SELECT rtmh_maintain_partitions(4, 7)")) == []
         # a row lands in today's partition, not the default one
         conn.execute(
-            "INSERT INTO raw_events (topic, kafka_partition, kafka_offset, data, event_time) "
-            "VALUES ('t', 0, 0, '{}', now())"
+            "INSERT INTO raw_events (topic, kafka_partition, kafka_offset, data, event_time,"
+            " service) VALUES ('t', 0, 0, '{}', now(), 'api')"
         )
         assert _one(conn, "SELECT tableoid::regclass::text FROM raw_events") == (
             f"raw_events_{today:%Y%m%d}"
@@ -261,8 +261,8 @@ def test_backup_and_restore_round_trip(pg_server: object, db_url: str, tmp_path:
 
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO raw_events (topic, kafka_partition, kafka_offset, data, event_time)"
-            " VALUES ('rtmh.logs', 0, 7, '{\"level\": \"error\"}', now())"
+            "INSERT INTO raw_events (topic, kafka_partition, kafka_offset, data, event_time,"
+            " service) VALUES ('rtmh.logs', 0, 7, '{\"level\": \"error\"}', now(), 'api')"
         )
         conn.execute("CREATE DATABASE restored")
     backup = tmp_path / "backup.sql"
