@@ -172,11 +172,31 @@ def migrate(
     ctx: typer.Context,
     test: Annotated[bool, typer.Option("--test", help="only test the connection")] = False,
     status: Annotated[bool, typer.Option("--status", help="list applied and pending")] = False,
+    distribute: Annotated[
+        bool,
+        typer.Option(
+            "--distribute", help="then distribute the tables with Citus (docs/scaling.md)"
+        ),
+    ] = False,
+    print_calls: Annotated[
+        bool,
+        typer.Option("--print", help="with --distribute: print the Citus calls, run nothing"),
+    ] = False,
 ) -> None:
-    """Apply pending migrations (or --test the connection, or show --status)."""
+    """Apply pending migrations (or --test the connection, or show --status); with
+    --distribute, then run the Citus calls of docs/scaling.md (--print: only show them)."""
+    from rich.markup import escape
+
+    from rtmh.db import citus
     from rtmh.db import migrate as migrator
 
     settings: Settings = ctx.obj
+    if print_calls:
+        if not distribute:
+            raise _fail("--print goes with --distribute: rtmh migrate --distribute --print", 2)
+        for step in citus.plan():
+            out.print(escape(citus.render(step)), highlight=False, soft_wrap=True)
+        return
     try:
         with _database(settings) as url:
             if test:
@@ -198,10 +218,20 @@ def migrate(
                     out.print(f"{verb} {version}")
 
                 done = migrator.apply_pending(conn, files, progress=report)
-            out.print(f"{len(done)} migration(s) applied" if done else "nothing to apply")
+                out.print(f"{len(done)} migration(s) applied" if done else "nothing to apply")
+                if distribute:
+
+                    def ran(call: str, now: bool) -> None:
+                        verb = "[green]ran[/]" if now else "[dim]already done[/]"
+                        out.print(f"{verb} {escape(call)}", highlight=False, soft_wrap=True)
+
+                    count = citus.distribute(conn, progress=ran)
+                    out.print(f"{count} Citus call(s) run" if count else "already distributed")
     except DatabaseUnavailable as err:
         raise _fail(str(err)) from None
     except migrator.MigrationError as err:
+        raise _fail(str(err)) from None
+    except citus.CitusUnavailable as err:
         raise _fail(str(err)) from None
 
 
@@ -258,16 +288,28 @@ def notifier(ctx: typer.Context) -> None:
 @app.command()
 def simulate(
     ctx: typer.Context,
-    rate: Annotated[float, typer.Option(min=1, help="messages per second")] = 1000,
+    rate: Annotated[
+        float,
+        typer.Option(min=1, help="log lines + samples per second (JSON: one a message)"),
+    ] = 1000,
     duration: Annotated[float, typer.Option(min=0.1, help="seconds to run")] = 60,
     scenario: Annotated[
         str, typer.Option(help="steady | error-burst | latency-spike | deploy")
     ] = "steady",
     seed: Annotated[int | None, typer.Option(help="random seed for repeatable traffic")] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="json (RTMH's own shape) | otlp-proto | otlp-json (the OpenTelemetry "
+            "Collector's Kafka exporter: many records a message; events stay JSON)",
+        ),
+    ] = "json",
 ) -> None:
     """Produce realistic logs, metrics and events to the topics at a target rate."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from rtmh import otlp_traffic
     from rtmh import simulate as sim
     from rtmh.kafka.client import ensure_topics, make_producer, produce_waiting
 
@@ -279,6 +321,10 @@ def simulate(
         plan = sim.scenario(scenario, duration)
     except ValueError as err:
         raise _fail(str(err), 2) from None
+    if fmt not in otlp_traffic.FORMATS:
+        raise _fail(f"unknown format {fmt!r}: use {', '.join(otlp_traffic.FORMATS)}", 2)
+    # OTLP: exported every 0.2 s, the Collector batch processor's default timeout
+    traffic = otlp_traffic.make_traffic(fmt, plan, seed=seed, export_interval_s=0.2)
     ensure_topics(
         bootstrap, [settings.topic(k) for k in ("logs", "metrics", "events")], settings.partitions
     )
@@ -300,40 +346,49 @@ def simulate(
 
     stop = {"now": False}
     _stop_on_signals(lambda: stop.update(now=True))
-    out.print(f"scenario {plan.name}: {plan.description}")
+    out.print(f"scenario {plan.name}: {plan.description}; format {fmt}")
     with Progress(
         TextColumn("[bold]simulate[/]"),
         BarColumn(),
-        TextColumn("{task.fields[sent]:>10,} sent"),
-        TextColumn("{task.fields[rate]:>8,.0f}/s"),
+        TextColumn("{task.fields[sent]:>10,} messages"),
+        TextColumn("{task.fields[records]:>10,} records"),
+        TextColumn("{task.fields[rate]:>8,.0f} records/s"),
         TimeRemainingColumn(),
         console=console,
     ) as progress:
-        task = progress.add_task("run", total=duration, sent=0, rate=0.0)
+        task = progress.add_task("run", total=duration, sent=0, records=0, rate=0.0)
 
         def tick(t: float, result: sim.RunResult) -> None:
             total = sum(result.produced.values())
-            progress.update(task, completed=t, sent=total, rate=total / t if t else 0.0)
+            records = sum(otlp_traffic.records_of(traffic, result.produced).values())
+            progress.update(
+                task, completed=t, sent=total, records=records, rate=records / t if t else 0.0
+            )
 
         result = sim.run(
             produce,
             lambda: producer.poll(0),
-            sim.Traffic(plan, seed=seed),
+            traffic,
             rate,
             duration,
             on_tick=tick,
             stop=lambda: stop["now"],
         )
+        for kind, key, value in otlp_traffic.flush(traffic):  # what OTLP still buffers
+            produce(kind, key, value)
+            result.produced[kind] += 1
         progress.update(task, completed=duration)
     remaining = producer.flush(30)
     total = sum(result.produced.values())
+    records = otlp_traffic.records_of(traffic, result.produced)
     table = Table(
-        title=f"{total:,} messages in {result.seconds:.1f} s ({total / result.seconds:,.0f}/s)"
+        title=f"{total:,} messages, {sum(records.values()):,} records in {result.seconds:.1f} s "
+        f"({sum(records.values()) / result.seconds:,.0f} records/s)"
     )
-    for column in ("topic", "produced"):
-        table.add_column(column)
+    for column in ("topic", "messages", "records"):
+        table.add_column(column, justify="left" if column == "topic" else "right")
     for kind, topic in topics.items():
-        table.add_row(topic, f"{result.produced[kind]:,}")
+        table.add_row(topic, f"{result.produced[kind]:,}", f"{records[kind]:,}")
     out.print(table)
     out.print(
         f"acknowledged by the broker: {acks['ok']:,}; failed: {acks['failed']:,}; "

@@ -20,6 +20,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +52,21 @@ class Settings(BaseSettings):
     topic_prefix: str = Field(
         default="rtmh.", validation_alias=AliasChoices("RTMH_TOPIC_PREFIX", "topic_prefix")
     )
+    log_topics: str = Field(
+        default="",
+        validation_alias=AliasChoices("RTMH_LOG_TOPICS", "log_topics"),
+        description="comma-separated topics carrying logs; empty = <prefix>logs",
+    )
+    metric_topics: str = Field(
+        default="",
+        validation_alias=AliasChoices("RTMH_METRIC_TOPICS", "metric_topics"),
+        description="comma-separated topics carrying metrics; empty = <prefix>metrics",
+    )
+    event_topics: str = Field(
+        default="",
+        validation_alias=AliasChoices("RTMH_EVENT_TOPICS", "event_topics"),
+        description="comma-separated topics carrying events; empty = <prefix>events",
+    )
     data_dir: Path = Field(
         default_factory=_default_data_dir,
         validation_alias=AliasChoices("RTMH_DATA_DIR", "data_dir"),
@@ -71,6 +87,7 @@ class Settings(BaseSettings):
         ge=1,
         le=1_000_000,
         validation_alias=AliasChoices("RTMH_BATCH_MAX_MESSAGES", "batch_max_messages"),
+        description="records a batch holds at most (an OTLP message counts its records)",
     )
     batch_max_ms: int = Field(
         default=200,
@@ -183,6 +200,32 @@ class Settings(BaseSettings):
             raise ValueError("use letters, digits, '.', '_' or '-' only")
         return value
 
+    @field_validator("log_topics", "metric_topics", "event_topics")
+    @classmethod
+    def _check_topics(cls, value: str) -> str:
+        names = _topic_list(value)
+        for name in names:
+            # Kafka's own rule for topic names (legal characters, at most 249)
+            if len(name) > 249 or not all(
+                c.isascii() and (c.isalnum() or c in "._-") for c in name
+            ):
+                raise ValueError(f"{name!r} is not a Kafka topic name (letters, digits, . _ -)")
+        return ",".join(names)
+
+    @model_validator(mode="after")
+    def _check_topic_kinds(self) -> Settings:
+        seen: dict[str, str] = {}
+        for kind in ("logs", "metrics", "events"):
+            for topic in self.topics_for(kind):
+                if topic in seen and seen[topic] != kind:
+                    raise ValueError(
+                        f"topic {topic!r} is mapped to both {seen[topic]} and {kind}; "
+                        "give each topic one kind (RTMH_LOG_TOPICS, RTMH_METRIC_TOPICS, "
+                        "RTMH_EVENT_TOPICS)"
+                    )
+                seen[topic] = kind
+        return self
+
     @field_validator("log_level")
     @classmethod
     def _check_log_level(cls, value: str) -> str:
@@ -207,7 +250,22 @@ class Settings(BaseSettings):
         return value
 
     def topic(self, kind: str) -> str:
+        """The RTMH topic of a kind: ``<prefix><kind>``, e.g. rtmh.logs."""
         return f"{self.topic_prefix}{kind}"
+
+    def topics_for(self, kind: str) -> list[str]:
+        """Every topic carrying a kind: the RTMH topic by default, or the user's list (which
+        may name the Collector's otlp_logs beside rtmh.logs)."""
+        given = {
+            "logs": self.log_topics,
+            "metrics": self.metric_topics,
+            "events": self.event_topics,
+        }[kind]
+        return _topic_list(given) or [self.topic(kind)]
+
+    def topic_kinds(self) -> dict[str, str]:
+        """topic -> the kind it carries, for every topic the worker reads."""
+        return {t: kind for kind in ("logs", "metrics", "events") for t in self.topics_for(kind)}
 
     @property
     def api_token_list(self) -> list[str]:
@@ -229,6 +287,10 @@ class Settings(BaseSettings):
             if value is not None:
                 env[_env_name(type(self), name, field)] = value
         return env
+
+
+def _topic_list(value: str) -> list[str]:
+    return [t.strip() for t in value.split(",") if t.strip()]
 
 
 def _env_name(model: type[BaseSettings], name: str, field: FieldInfo) -> str:
@@ -267,7 +329,9 @@ ENV_NAMES = {
 def describe_error(err: ValidationError) -> str:
     """One line naming the first bad setting by the name the user typed (its env variable)."""
     first = err.errors()[0]
-    loc = first.get("loc") or ("settings",)
+    loc = first.get("loc")
+    if not loc:  # a check across settings: its message names them
+        return "invalid settings: " + str(first.get("msg", "invalid")).removeprefix("Value error, ")
     field = str(loc[0])
     name = ENV_NAMES.get(field, field)
     given = first.get("input")

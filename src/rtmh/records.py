@@ -45,6 +45,40 @@ class MetricSample(msgspec.Struct, frozen=True):
     value: float
 
 
+class HistogramSample(msgspec.Struct, frozen=True):
+    """Many observations summarised (an OTLP histogram data point, or the increment of a
+    cumulative one): exact count and sum, and the buckets as (representative value, count) pairs
+    that feed the window's quantile sketch. ``min`` / ``max`` are None when the point did not
+    carry them (the window then takes the extreme buckets' values)."""
+
+    name: str
+    count: int
+    sum: float | None
+    min: float | None
+    max: float | None
+    buckets: tuple[tuple[float, int], ...] = ()
+
+
+class CumulativeSample(msgspec.Struct, frozen=True):
+    """A point of a cumulative series (an OTLP monotonic sum or cumulative histogram): the total
+    since ``start_ns``. ``ingest.deltas`` turns it into the increment since the series' previous
+    point (a MetricSample or HistogramSample) before the record reaches the windows; the windows
+    skip any left unconverted."""
+
+    name: str
+    #: identifies the series across messages: resource, scope, metric name and point attributes
+    series: str
+    start_ns: int
+    time_ns: int
+    #: the running total of a sum; None for a histogram
+    value: float | None = None
+    #: the running totals of a histogram; None for a sum
+    histogram: HistogramSample | None = None
+
+
+Sample = MetricSample | HistogramSample | CumulativeSample
+
+
 class DecodedRecord(msgspec.Struct, frozen=True):
     """A message that passed validation, ready for raw_events and the windows."""
 
@@ -58,11 +92,13 @@ class DecodedRecord(msgspec.Struct, frozen=True):
     #: normalised lower-case level for logs: trace/debug/info/warn/error/fatal
     level: str | None = None
     is_error: bool = False
-    samples: tuple[MetricSample, ...] = ()
+    samples: tuple[Sample, ...] = ()
     #: events only: deploy, restart, config_change, ...
     event_type: str | None = None
     #: e.g. ("ts_out_of_range",): stored, but left out of the windows
     flags: tuple[str, ...] = ()
+    #: position in its Kafka message (raw_events.record_index): an OTLP message carries many
+    index: int = 0
 
     @property
     def windowed(self) -> bool:
@@ -70,12 +106,20 @@ class DecodedRecord(msgspec.Struct, frozen=True):
 
 
 class Rejected(msgspec.Struct, frozen=True):
-    """A message that cannot be stored as an event; it goes to dead_letters with this reason."""
+    """A message (or one record of it) that cannot be stored as an event; it goes to dead_letters
+    with this reason."""
 
     reason: str
+    #: the refused record's position in its message; None when the whole message is refused
+    index: int | None = None
+    #: the bytes dead_letters keeps for a refused record: that record cut out as a message of its
+    #: own when possible; None keeps the whole message's bytes
+    payload: bytes | None = None
 
 
 Decoded = DecodedRecord | Rejected
+#: what one Kafka message decodes to: one result, or one per record (OTLP)
+DecodedMessage = Decoded | list[Decoded]
 
 #: one sliding window of one series: (window_key, metric_type, window_start epoch seconds). The
 #: windows stage returns the keys a batch touched; the rules stage evaluates those.

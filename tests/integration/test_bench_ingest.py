@@ -106,6 +106,20 @@ def test_bench_ingest_writes_its_figures(
         "windows_overhead": ratios["windows_overhead"] <= targets["windows_overhead_max"],
     }
 
+    # issue 20: the whole worker on OTLP, records (rows) per second beside the JSON worker's
+    otlp = result["otlp"]
+    assert set(otlp["runs"]) == {"otlp-proto", "otlp-json"}
+    assert "OTLP" in proc.stdout
+    for fmt, run in otlp["runs"].items():
+        assert run["format"] == fmt
+        assert run["records"] >= 5000 and run["records_per_message"] > 5, fmt
+        assert (run["stored"], run["dead_letters"]) == (run["records"], 0), fmt
+        assert run["records_per_s"] == pytest.approx(run["records"] / run["seconds"]), fmt
+        assert run["metrics_agg_rows"] > 0, fmt
+        ratio = otlp["vs_json_worker"][fmt]
+        assert ratio == pytest.approx(run["records_per_s"] / worker["events_per_s"]), fmt
+        assert otlp["targets_met"][fmt] == (ratio >= otlp["target_vs_json_min"]), fmt
+
 
 # --- the COPY text ---------------------------------------------------------------------------
 
@@ -185,9 +199,10 @@ def test_copy_text_stores_what_psycopg_write_row_stores(db_url: str) -> None:
     assert len(ours) == len(TRICKY)
     assert ours == theirs
     # and the timestamps are the microseconds datetime.fromtimestamp gives
-    assert [r[7] for r in ours] == [datetime.fromtimestamp(t.event_time, UTC) for _, t in TRICKY]
+    # (columns as RAW_COLUMNS: record_index is the 4th, event_time the 9th)
+    assert [r[8] for r in ours] == [datetime.fromtimestamp(t.event_time, UTC) for _, t in TRICKY]
     # keys: text when clean, else an escaped text and the exact bytes
-    keys = {bytes(r[5]) if r[5] is not None else r[4] for r in ours}
+    keys = {bytes(r[6]) if r[6] is not None else r[5] for r in ours}
     assert keys == {
         "api",
         None,

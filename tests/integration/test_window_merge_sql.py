@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from rtmh.records import DecodedRecord, Kind, MetricSample
+from rtmh.records import DecodedRecord, HistogramSample, Kind, MetricSample
 from rtmh.windows.partials import (
     Partial,
     PartialKey,
@@ -306,3 +306,48 @@ def test_sketch_column_holds_the_python_json(conn: psycopg.Connection[Any]) -> N
     sketch = partials[("api", "lat", 100)].sketch
     assert sketch is not None
     assert got == msgspec.json.decode(msgspec.json.encode(sketch.to_json_obj()))
+
+
+def histogram_traffic(rng: random.Random, n: int) -> list[DecodedRecord]:
+    """Metric records with OTLP-style histogram points (what ingest.deltas or a delta histogram
+    gives the windows): dyadic bucket values, some points without sum or min/max."""
+    bounds = [2.0**k / 8 for k in range(14)]
+    records: list[DecodedRecord] = []
+    for _ in range(n):
+        counts = [rng.choice([0, 0, 1, 3, 17, 250]) for _ in bounds]
+        buckets = tuple((b, c) for b, c in zip(bounds, counts, strict=True))
+        count = sum(counts)
+        described = rng.random() < 0.5
+        sample = HistogramSample(
+            "http.server.duration",
+            count,
+            sum(b * c for b, c in buckets) if described else None,
+            min((b for b, c in buckets if c), default=None) if described else None,
+            max((b for b, c in buckets if c), default=None) if described else None,
+            buckets,
+        )
+        records.append(
+            DecodedRecord(
+                kind=Kind.METRICS,
+                data="{}",
+                event_time=1_700_000_000.0 + rng.randrange(0, 90 * 8) / 8,
+                service=rng.choice(["api", "db"]),
+                samples=(sample, MetricSample("temperature", rng.randrange(-400, 400) / 4)),
+            )
+        )
+    return records
+
+
+def test_histogram_partials_merge_in_sql_like_in_python(conn: psycopg.Connection[Any]) -> None:
+    rng = random.Random(20)
+    records = histogram_traffic(rng, 600) + traffic(rng, 600)
+    rng.shuffle(records)
+    cuts = sorted(rng.sample(range(1, len(records)), 3))
+    for lo, hi in zip([0, *cuts], [*cuts, len(records)], strict=True):
+        merge_batch(conn, build_partials(records[lo:hi]))
+    expected = build_partials(records)
+    assert any(
+        part.metric_type == "http.server.duration" and part.count > 1000
+        for part in expected.values()
+    )
+    assert_rows_equal_partials(stored(conn), expected)

@@ -246,6 +246,43 @@ def test_add_refuses_values_without_a_bucket(bad: float) -> None:
         Sketch().add(bad)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(
+                st.just(0.0),
+                st.floats(-1e300, 1e300, allow_nan=False),
+                st.floats(-MAX_INDEXABLE, MAX_INDEXABLE),
+            ),
+            st.integers(1, 200),
+        ),
+        max_size=20,
+    )
+)
+def test_a_weighted_add_equals_count_unit_adds(pairs: list[tuple[float, int]]) -> None:
+    # a histogram bucket enters the sketch as add(value, count)
+    weighted, units = Sketch(), Sketch()
+    for value, count in pairs:
+        weighted.add(value, count)
+        for _ in range(count):
+            units.add(value)
+    assert weighted == units
+    obj = weighted.to_json_obj()
+    assert obj == units.to_json_obj()
+    # counts stay integers in the stored JSON, so SQL's bigint merge stays exact
+    assert all(type(c) is int for store in ("p", "n") for c in obj[store].values())
+    assert type(obj["z"]) is int
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.0, 1.0, 1.5, True, None])
+def test_add_refuses_counts_that_are_not_positive_ints(bad: object) -> None:
+    sketch = Sketch()
+    with pytest.raises(ValueError, match="count must be an int"):
+        sketch.add(1.0, bad)  # type: ignore[arg-type]
+    assert sketch == Sketch()
+
+
 def test_extremes_and_near_zero() -> None:
     sketch = sketch_of([MAX_INDEXABLE, -MAX_INDEXABLE, MIN_INDEXABLE / 2, -0.0, 1e-300])
     assert sketch.zero == 2

@@ -57,14 +57,32 @@ def ingest(
     json_file: Annotated[
         Path | None, typer.Option("--json", help="also write every figure to this JSON file")
     ] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="all | json | otlp-proto | otlp-json: the OTLP encodings the whole worker is "
+            "also run on (--events records each); the native JSON runs always run",
+        ),
+    ] = "all",
 ) -> None:
-    """End-to-end worker events/s beside the COPY ceiling and a naive consumer (issue 3).
+    """End-to-end worker events/s beside the COPY ceiling and a naive consumer (issue 3), and
+    OTLP records/s beside the native JSON rate (issue 20).
 
     Uses POSTGRES_URL / KAFKA_BOOTSTRAP_SERVERS when set (it creates and drops its own databases
     and topics there), else embedded servers in a temporary directory."""
     from rtmh.bench import ingest as bench
+    from rtmh.otlp_traffic import Format
 
     out, err = consoles()
+    encodings: dict[str, tuple[Format, ...]] = {
+        "all": ("otlp-proto", "otlp-json"),
+        "json": (),
+        "otlp-proto": ("otlp-proto",),
+        "otlp-json": ("otlp-json",),
+    }
+    if fmt not in encodings:
+        raise typer.BadParameter(f"use one of {', '.join(encodings)}", param_hint="--format")
     settings = cli_settings(ctx, err)
-    result = bench.run(settings, events, err)
+    result = bench.run(settings, events, err, otlp=encodings[fmt])
     report(out, bench.render(result), result, json_file)

@@ -297,6 +297,10 @@ def worker_env(
         postgres_url=url,
         kafka_bootstrap_servers=bootstrap,
         topic_prefix=prefix,
+        # the bench's own topics only, whatever the user's environment maps to each kind
+        log_topics="",
+        metric_topics="",
+        event_topics="",
         group_id=group,
         metrics_port=0,
         log_level="INFO",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from rtmh.records import DecodedRecord, KafkaMessage, Rejected
+from rtmh.records import DecodedMessage, DecodedRecord, KafkaMessage, Rejected
 
 Partition = tuple[str, int]  # (topic, partition)
 
@@ -43,7 +43,10 @@ class PartitionProgress:
 class Batch:
     records: list[tuple[KafkaMessage, DecodedRecord]] = field(default_factory=list)
     rejected: list[tuple[KafkaMessage, Rejected]] = field(default_factory=list)
+    #: results held: records and rejections (an OTLP message adds one per record, an empty
+    #: request one), what RTMH_BATCH_MAX_MESSAGES bounds; ``messages`` counts the messages
     size: int = 0
+    messages: int = 0
     #: per partition: (generation, last message added); ``progress`` is derived from it on demand,
     #: so the digest is computed once per partition, not per message (~1 µs a message, measured)
     _tails: dict[Partition, tuple[int, KafkaMessage]] = field(
@@ -56,11 +59,25 @@ class Batch:
         default=None, init=False, repr=False
     )
 
-    def add(self, msg: KafkaMessage, result: DecodedRecord | Rejected, generation: int) -> None:
-        if isinstance(result, Rejected):
-            self.rejected.append((msg, result))
-        else:
+    def add(self, msg: KafkaMessage, result: DecodedMessage, generation: int) -> None:
+        """Add one message: its record or rejection, or each of its records (OTLP; none for an
+        empty request, whose offset still counts)."""
+        if type(result) is DecodedRecord:
             self.records.append((msg, result))
+            self.size += 1
+        elif type(result) is list:
+            for one in result:
+                if type(one) is DecodedRecord:
+                    self.records.append((msg, one))
+                else:
+                    assert isinstance(one, Rejected)
+                    self.rejected.append((msg, one))
+            self.size += len(result) or 1
+        else:
+            assert isinstance(result, Rejected)
+            self.rejected.append((msg, result))
+            self.size += 1
+        self.messages += 1
         part = (msg.topic, msg.partition)
         tail = self._tails.get(part)
         if tail is None:
@@ -69,7 +86,6 @@ class Batch:
             self._rewound[part] = msg.offset
         self._tails[part] = (generation, msg)
         self._progress = None
-        self.size += 1
 
     @property
     def progress(self) -> dict[Partition, PartitionProgress]:
@@ -97,6 +113,9 @@ class Batch:
             self._rewound.pop(part, None)
         self._progress = None
         self.size = len(self.records) + len(self.rejected)
+        held = {(m.topic, m.partition, m.offset) for m, _ in self.records}
+        held.update((m.topic, m.partition, m.offset) for m, _ in self.rejected)
+        self.messages = len(held)
 
     def absorb(self, later: Batch) -> None:
         """Append a batch read after this one (when this one could not be committed, so the
@@ -114,6 +133,7 @@ class Batch:
         self._tails.update(later._tails)
         self._progress = None
         self.size += later.size
+        self.messages += later.messages
 
     def __len__(self) -> int:
         return self.size

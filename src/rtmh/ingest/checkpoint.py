@@ -238,7 +238,7 @@ class Checkpointer:
 
     def _count(self, batch: Batch, seconds: float) -> None:
         self.committed_batches += 1
-        metrics.BATCH_SIZE.observe(len(batch))
+        metrics.BATCH_SIZE.observe(batch.messages)
         metrics.BATCH_SECONDS.observe(seconds)
         for counter, pairs in (
             (metrics.WRITTEN, batch.records),

@@ -17,8 +17,8 @@ from rtmh.records import DecodedRecord, KafkaMessage
 
 #: the columns, in the order each line gives them (the copy_raw_events query names the same)
 RAW_COLUMNS = (
-    "topic, kafka_partition, kafka_offset, generation, message_key, message_key_bytes, data, "
-    "event_time, service, host, level, flags"
+    "topic, kafka_partition, kafka_offset, record_index, generation, message_key, "
+    "message_key_bytes, data, event_time, service, host, level, flags"
 )
 
 #: one consumed message and what it decoded to
@@ -86,7 +86,7 @@ def raw_events_chunks(
     """``rows`` as raw_events rows (columns RAW_COLUMNS) in COPY text format, ``chunk_rows`` a
     chunk; ``generations`` gives each partition's generation."""
     # topic, partition and generation are the same for all of a partition's rows: per partition,
-    # the text before the offset and the text between offset and key
+    # the text before the offset and the text between record index and key
     around_offset = {
         part: (f"{_copy_text(part[0])}\t{part[1]}\t", f"\t{generation}\t")
         for part, generation in generations.items()
@@ -138,7 +138,8 @@ def raw_events_chunks(
         else:
             when = datetime.fromtimestamp(t, UTC).isoformat()
         append(
-            f"{head}{msg.offset}{tail}{key}\t{data}\t{when}\t{service}\t{host}\t{level}\t{flags}\n"
+            f"{head}{msg.offset}\t{rec.index}{tail}{key}\t{data}\t{when}\t{service}\t{host}\t"
+            f"{level}\t{flags}\n"
         )
         if len(lines) >= chunk_rows:
             yield "".join(lines).encode("utf-8")
@@ -164,6 +165,7 @@ def raw_events_row(msg: KafkaMessage, rec: DecodedRecord, generation: int) -> tu
         msg.topic,
         msg.partition,
         msg.offset,
+        rec.index,
         generation,
         *key_columns(msg.key),
         rec.data,

@@ -135,9 +135,9 @@ def store_rows_isolating(
             if not is_data_error(err):
                 raise
             if len(part) == 1:
-                msg = part[0][0]
+                msg, rec = part[0]
                 reason = refusal_reason(err)
-                out.refused.append((msg, Rejected(reason)))
+                out.refused.append((msg, Rejected(reason, index=rec.index)))
                 log.warning(
                     "dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason
                 )
@@ -177,7 +177,7 @@ def _without_invalid_json(
         return rows, []
     kept = [row for i, row in enumerate(rows) if i not in bad]
     invalid = [
-        (rows[i][0], Rejected(f"PostgreSQL refused the JSON: {message}"))
+        (rows[i][0], Rejected(f"PostgreSQL refused the JSON: {message}", index=rows[i][1].index))
         for i, message in sorted(bad.items())
     ]
     return kept, invalid

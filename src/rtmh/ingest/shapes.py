@@ -14,6 +14,7 @@ from typing import Any, Final, Generic, TypeVar, cast
 
 import msgspec
 
+from rtmh.ingest.kubernetes import host_of_pod, service_of_pod
 from rtmh.records import KafkaMessage, Rejected
 
 #: identifiers end up in btree-indexed columns (window_key, metric_type), keep them short
@@ -46,6 +47,8 @@ class Shape(msgspec.Struct, gc=False):
     host: Any = None
     host_name: Any = msgspec.field(default=None, name="host.name")
     hostname: Any = None
+    #: a pod's metadata from Fluent Bit or Vector on Kubernetes (see ingest.kubernetes)
+    kubernetes: Any = None
 
 
 class LogShape(Shape, gc=False):
@@ -68,6 +71,8 @@ class MetricShape(Shape, gc=False):
 
 class EventShape(Shape, gc=False):
     type: Any = None
+    #: "Event" for a Kubernetes Event object (see ingest.kubernetes)
+    kind: Any = None
 
 
 S = TypeVar("S", bound=Shape)
@@ -146,6 +151,10 @@ def service_of(shape: Shape) -> str | Rejected:
         return required_name("service.name", shape.service_name)
     if shape.app is not None:
         return required_name("app", shape.app)
+    if shape.kubernetes is not None:
+        pod_service = service_of_pod(shape.kubernetes)
+        if pod_service is not None:
+            return required_name("kubernetes", pod_service)
     return Rejected("missing required field 'service'")
 
 
@@ -159,6 +168,8 @@ def host_of(shape: Shape) -> str | Rejected | None:
         return optional_text("host", host)
     if shape.host_name is not None:
         return optional_text("host.name", shape.host_name)
+    if shape.hostname is None and shape.kubernetes is not None:
+        return host_of_pod(shape.kubernetes)
     return optional_text("hostname", shape.hostname)
 
 
@@ -227,15 +238,18 @@ class Clock(msgspec.Struct, gc=False):
 
     def _event_time(self, shape: Shape) -> tuple[float, tuple[str, ...]] | Rejected:
         if shape.ts is not None:
-            ts = seconds("ts", shape.ts)
-        elif shape.at_timestamp is not None:
-            ts = seconds("@timestamp", shape.at_timestamp)
-        elif shape.timestamp is not None:
-            ts = seconds("timestamp", shape.timestamp)
-        elif shape.time is not None:
-            ts = seconds("time", shape.time)
-        else:
-            return self.fallback()
+            return self.at("ts", shape.ts)
+        if shape.at_timestamp is not None:
+            return self.at("@timestamp", shape.at_timestamp)
+        if shape.timestamp is not None:
+            return self.at("timestamp", shape.timestamp)
+        if shape.time is not None:
+            return self.at("time", shape.time)
+        return self.fallback()
+
+    def at(self, field: str, value: object) -> tuple[float, tuple[str, ...]] | Rejected:
+        """The time a field gives, if believable (else the fallback and the flag)."""
+        ts = seconds(field, value)
         if isinstance(ts, Rejected):
             return ts
         if self.now - self.max_past_s <= ts <= self.now + self.max_future_s:

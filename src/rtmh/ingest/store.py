@@ -84,9 +84,10 @@ def _dead_rows(batch: Batch) -> Iterable[tuple[object, ...]]:
             msg.offset,
             batch.progress[(msg.topic, msg.partition)].generation,
             msg.key,
-            msg.value,
+            msg.value if rej.payload is None else rej.payload,
             _reason_text(rej.reason),
             _broker_time(msg.timestamp_ms),
+            rej.index,
         )
 
 

@@ -277,7 +277,7 @@ class RuleEngine:
             },
         }
         if obs.window_key != GLOBAL_WINDOW_KEY:
-            meta.update(store.correlation(conn, obs.window_key, self.settings.topic("events")))
+            meta.update(store.correlation(conn, obs.window_key, self.settings.topics_for("events")))
         return meta
 
     def _queue_notifications(

@@ -222,14 +222,16 @@ def insert_notification(
     )
 
 
-def correlation(conn: psycopg.Connection, service: str, events_topic: str) -> dict[str, Any]:
+def correlation(
+    conn: psycopg.Connection, service: str, events_topics: Sequence[str]
+) -> dict[str, Any]:
     """What an on-call engineer asks first: recent errors, and what changed just before."""
     errors = [
         {"at": t.isoformat(), "msg": msg or message, "host": host}
         for t, msg, message, host in conn.execute(SQL.recent_errors, (service,)).fetchall()
     ]
+    found = conn.execute(SQL.recent_changes, (service, list(events_topics))).fetchall()
     changes = [
-        {"at": t.isoformat(), "type": kind, "payload": payload}
-        for t, kind, payload in conn.execute(SQL.recent_changes, (service, events_topic)).fetchall()
+        {"at": t.isoformat(), "type": kind, "payload": payload} for t, kind, payload in found
     ]
     return {"recent_errors": errors, "recent_changes": changes}

@@ -204,9 +204,7 @@ class Hub:
                 applied = apply_pending(conn)
             self.say(f"migrations: {len(applied)} applied" if applied else "migrations: up to date")
             ensure_topics(
-                self.bootstrap,
-                [self.settings.topic(k.value) for k in Kind],
-                self.settings.partitions,
+                self.bootstrap, list(self.settings.topic_kinds()), self.settings.partitions
             )
             if self.options.demo:
                 receiver = story.DemoReceiver(self._on_delivery)

@@ -24,15 +24,37 @@ error_count and error_rate get a row for every window that has logs, errors or n
 ``error_count > 0`` sees the zero that resolves it, and ``count`` is the log volume that
 ``min_count`` checks. A metric sample named like a built-in type is stored as
 ``metric:<name>`` so the two can never merge into one row.
+
+Samples (``rtmh.records.Sample``) of a metric record:
+
+- ``MetricSample``: one observation (a gauge reading, or a counter's increment made by
+  ``ingest.deltas``): count 1, sum += value, min/max, one sketch entry. For a counter's
+  increments the window's sum is the counter's increase in the window and its value the mean
+  increase per reported point (zero increments included).
+- ``HistogramSample`` (an OTLP histogram point, or its increment): ``count`` observations at
+  once. Exact: count, sum (when the point carries it) and so the mean, which is the window's
+  ``value`` (mode mean, the same SQL formula). Approximate: the quantiles, because each bucket
+  enters the sketch as ``count`` copies of its representative value, so p50/p95/p99 are right to
+  within the width of the bucket holding the true quantile (plus the sketch's 1 %); a point
+  without a sum gets sum(value * count) over its buckets, an estimate of the same kind; a point
+  without min/max gets its lowest / highest non-empty bucket's value. Buckets whose value has no
+  sketch bucket (``is_indexable`` false) are left out; a point of count 0 (an interval with no
+  observations) adds nothing; a sum that is not indexable (NaN, inf) is replaced by that
+  estimate; a point without a usable sum whose usable buckets do not hold all its observations
+  (or whose estimate is not indexable either) is skipped whole, like a bad gauge reading: it
+  must not poison the window's sum or skew its mean.
+- ``CumulativeSample``: skipped. The worker turns them into increments (``ingest.deltas``) before
+  the windows; a running total counted as an observation would be meaningless.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from rtmh.records import GLOBAL_WINDOW_KEY, DecodedRecord, Kind
+from rtmh.records import GLOBAL_WINDOW_KEY, DecodedRecord, HistogramSample, Kind, MetricSample
 from rtmh.windows.assign import (
     DEFAULT_SIZE,
     DEFAULT_SLIDE,
@@ -40,7 +62,7 @@ from rtmh.windows.assign import (
     starts_for_pane,
     validate_window,
 )
-from rtmh.windows.sketch import Sketch, is_indexable
+from rtmh.windows.sketch import MAX_INDEXABLE, Sketch, is_indexable
 
 Mode = Literal["count", "sum", "ratio", "mean"]
 PartialKey = tuple[str, str, int]
@@ -122,6 +144,27 @@ class Partial:
             self.sketch = Sketch()
         self.sketch.add(value)
 
+    def observe_histogram(self, sample: HistogramSample) -> None:
+        """Add a histogram point's observations (mode mean); see the module docstring for what
+        is exact and what is estimated from the buckets."""
+        stats = histogram_stats(sample)
+        if stats is not None:
+            self._add_histogram(stats)
+
+    def _add_histogram(self, stats: HistogramStats) -> None:
+        self.count += stats.count
+        self.sum += stats.sum
+        if stats.min is not None and (self.min is None or stats.min < self.min):
+            self.min = stats.min
+        if stats.max is not None and (self.max is None or stats.max > self.max):
+            self.max = stats.max
+        if stats.buckets:
+            if self.sketch is None:
+                self.sketch = Sketch()
+            add = self.sketch.add
+            for value, count in stats.buckets:
+                add(value, count)
+
     def merge(self, other: Partial) -> None:
         """Add ``other`` into this partial in place. Both must describe the same window."""
         if other.key != self.key or other.mode != self.mode or other.window_end != self.window_end:
@@ -139,6 +182,43 @@ class Partial:
 
     def copy(self) -> Partial:
         return replace(self, sketch=None if self.sketch is None else self.sketch.copy())
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramStats:
+    """What one histogram point adds to a window, its estimates made (see histogram_stats)."""
+
+    count: int
+    sum: float
+    min: float | None
+    max: float | None
+    #: the non-empty buckets whose value has a sketch bucket
+    buckets: tuple[tuple[float, int], ...]
+
+
+def histogram_stats(sample: HistogramSample) -> HistogramStats | None:
+    """The point's contribution, or None when it adds nothing: no observations (count 0), or no
+    usable sum (given and indexable, or else estimated as sum(value * count) over its buckets,
+    which needs usable buckets holding all ``count`` observations and an indexable result)."""
+    if sample.count <= 0:
+        return None
+    buckets = tuple((v, c) for v, c in sample.buckets if c > 0 and is_indexable(v))
+    total = sample.sum
+    if total is None or not is_indexable(total):
+        # estimated: every observation taken at its bucket's representative value; buckets that
+        # miss some observations would give a mean of the wrong ones
+        if sum(c for _, c in buckets) != sample.count:
+            return None
+        total = math.fsum(v * c for v, c in buckets)
+        if not is_indexable(total):
+            return None
+    low = sample.min if sample.min is not None and is_indexable(sample.min) else None
+    high = sample.max if sample.max is not None and is_indexable(sample.max) else None
+    if buckets and low is None:
+        low = min(v for v, _ in buckets)
+    if buckets and high is None:
+        high = max(v for v, _ in buckets)
+    return HistogramStats(sample.count, total, low, high, buckets)
 
 
 def _clamp(value: float | None, low: float | None, high: float | None) -> float | None:
@@ -203,11 +283,22 @@ def _add_record(panes: dict[PartialKey, Partial], record: DecodedRecord, slide: 
         _bump(_slot(panes, service, ERROR_RATE, pane, slide), 1, errors)
     elif record.kind is Kind.METRICS:
         for sample in record.samples:
-            # decode should refuse NaN/inf already; one must not poison a window's sum or fail
-            # the batch's merge (PostgreSQL raises on float overflow), so such samples are skipped
-            if is_indexable(sample.value):
-                metric_type = metric_type_for_sample(sample.name)
-                _slot(panes, service, metric_type, pane, slide).observe(sample.value)
+            # exact type checks, MetricSample first: the native JSON path pays one `is` per sample
+            if type(sample) is MetricSample:
+                value = sample.value
+                # decode should refuse NaN/inf already; one must not poison a window's sum or
+                # fail the batch's merge (PostgreSQL raises on float overflow), so such samples
+                # are skipped (is_indexable, inlined: this loop runs once per sample)
+                if -MAX_INDEXABLE <= value <= MAX_INDEXABLE:
+                    metric_type = metric_type_for_sample(sample.name)
+                    _slot(panes, service, metric_type, pane, slide).observe(value)
+            elif type(sample) is HistogramSample:
+                # stats first: a point that adds nothing must not open an empty (count 0) row
+                stats = histogram_stats(sample)
+                if stats is not None:
+                    metric_type = metric_type_for_sample(sample.name)
+                    _slot(panes, service, metric_type, pane, slide)._add_histogram(stats)
+            # a CumulativeSample is skipped: ingest.deltas converts them before the windows
     elif record.kind is Kind.EVENTS:
         _bump(_slot(panes, service, EVENT_COUNT, pane, slide), 1, 1.0)
 

@@ -31,6 +31,9 @@ best of 3; ddsketch = LogCollapsingLowestDenseDDSketch(0.01, 2048), the bounded 
     (ddsketch's own protobuf form needs the protobuf package, which is not installed, and its
     dense stores have to be walked through private attributes to produce the sparse JSON.)
 The sparse dict is also exactly the JSON shape, so (de)serialisation is a comprehension.
+
+``add(value, count)`` takes an integer weight: a histogram bucket (OTLP explicit or exponential)
+enters as ``count`` observations of its representative value, equal to ``count`` unit adds.
 """
 
 from __future__ import annotations
@@ -90,7 +93,8 @@ def _merge_store(into: Store, other: Mapping[int, int]) -> None:
 class Sketch:
     """A DDSketch (relative accuracy 0.01) with sparse positive/negative stores and a zero count.
 
-    Counts are integers (unit weights), so merging is exact and order-independent.
+    Counts are integers (``add`` takes an integer weight), so merging is exact and
+    order-independent.
     """
 
     __slots__ = ("neg", "pos", "zero")
@@ -100,24 +104,31 @@ class Sketch:
         self.neg: Store = {}
         self.zero: int = 0
 
-    def add(self, value: float) -> None:
-        """Add one observation. Raises ValueError unless ``is_indexable(value)`` (NaN, +-inf and
-        magnitudes beyond MAX_INDEXABLE have no bucket)."""
+    def add(self, value: float, count: int = 1) -> None:
+        """Add ``count`` observations of ``value`` (a histogram bucket adds its whole count at
+        once). Raises ValueError unless ``is_indexable(value)`` (NaN, +-inf and magnitudes
+        beyond MAX_INDEXABLE have no bucket) and unless ``count`` is an int >= 1: counts stay
+        integers so merges (and SQL's bigint sums) stay exact."""
         if not -MAX_INDEXABLE <= value <= MAX_INDEXABLE:  # also false for NaN
             raise ValueError(f"cannot add {value!r} to a sketch (not finite or out of range)")
+        # exact type: a float or bool weight would be stored as such in the JSON (1.0, true).
+        # Measured ~12 ns an add more than skipping the check for count == 1 (timeit), lost in
+        # the noise of build_partials over 20,000 records (~27.5 ms either way)
+        if type(count) is not int or count < 1:
+            raise ValueError(f"a sketch count must be an int >= 1, not {count!r}")
         if value > MIN_INDEXABLE:
             store = self.pos
         elif value < -MIN_INDEXABLE:
             store = self.neg
             value = -value
         else:
-            self.zero += 1
+            self.zero += count
             return
         key = math.ceil(math.log(value) / _LN_GAMMA)
         if key in store:
-            store[key] += 1
+            store[key] += count
         else:
-            store[key] = 1
+            store[key] = count
             # only a new key can push the store over its bound
             if len(store) > MAX_BUCKETS:
                 collapse_lowest(store)

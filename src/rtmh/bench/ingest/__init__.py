@@ -19,15 +19,19 @@ One run, on one set of servers (issue 3, item 8):
    held to it too), and the base of issue 4's "aggregation adds <= 15 %" (windows vs plain).
    Each worker's database is dropped once measured, so autovacuum working through its rows
    never runs during a later phase.
-4. **Naive consumer**: one INSERT and one commit per message (confluent-kafka poll + psycopg), run
+4. **OTLP** (issue 20): the same steady traffic as OpenTelemetry export requests (``otlp-proto``
+   and ``otlp-json``, ``--format``), ``--events`` records each, through the whole worker; reported
+   as records (raw_events rows) per second beside the JSON worker's rows per second.
+5. **Naive consumer**: one INSERT and one commit per message (confluent-kafka poll + psycopg), run
    for min(N, NAIVE_MAX) messages and reported as a rate: per message, it does not depend on N.
 
 Every worker run is checked against PostgreSQL afterwards (rows + dead letters = N), and reports
 where its time went: the checkpoint thread's busy time and the poll loop's waits for it.
 RTMH_BENCH_PROFILE=/path/prefix writes a cProfile of each worker run's poll loop (prefix.VARIANT).
 
-Modules: ``traffic`` (the workload), ``run`` (the phases and their figures), ``child`` (the
-worker subprocess, ``python -m rtmh.bench.ingest``), ``render`` (tables and JSON).
+Modules: ``traffic`` (the workload), ``run`` (the phases and their figures), ``workers`` (one
+worker run, watched and checked), ``otlp`` (the OTLP runs), ``child`` (the worker subprocess,
+``python -m rtmh.bench.ingest``), ``render`` (tables and JSON).
 """
 
 from rtmh.bench.ingest.render import render

@@ -79,7 +79,7 @@ def main(spec: dict[str, Any]) -> None:
         now = time.perf_counter()
         timings.clock.setdefault("first_commit", now)
         timings.clock["last_commit"] = now
-        committed[0] += len(batch)
+        committed[0] += batch.messages
         committed[1] += 1
         if committed[0] >= expected:
             worker.stop()

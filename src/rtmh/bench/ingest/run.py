@@ -1,21 +1,14 @@
 """`rtmh bench ingest`, the runs: COPY ceiling, the three worker variants (each in a subprocess of
-its own, into a fresh database), and the naive consumer; their figures and the targets."""
+its own, into a fresh database, see ``workers``), the OTLP runs (``otlp``), and the naive
+consumer; their figures and the targets."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import psutil
 import psycopg
 from rich.console import Console
 from rich.progress import Progress
@@ -29,8 +22,8 @@ from rtmh.bench.common import (
     now_iso,
     postgres_info,
     progress_bar,
-    worker_env,
 )
+from rtmh.bench.ingest.otlp import OTLP_VS_JSON_MIN, run_otlp
 from rtmh.bench.ingest.traffic import (
     EVENT_RATE,
     Advance,
@@ -40,13 +33,15 @@ from rtmh.bench.ingest.traffic import (
     generate_counted,
     produce,
 )
+from rtmh.bench.ingest.workers import VARIANTS, phase, run_worker
 from rtmh.config import Settings
 from rtmh.db.queries import load
 from rtmh.ingest.batch import Batch
 from rtmh.ingest.copy_text import raw_events_copy, raw_events_row
-from rtmh.ingest.decode import decode, kind_for_topic
+from rtmh.ingest.decode import decode, decode_message, kind_for_topic
 from rtmh.ingest.store import SQL as INGEST_SQL
 from rtmh.ingest.store import maintain_partitions
+from rtmh.otlp_traffic import Format
 from rtmh.records import DecodedRecord, KafkaMessage, Kind
 
 #: the naive consumer runs for at most this many messages
@@ -54,23 +49,11 @@ NAIVE_MAX = 20_000
 
 
 BENCH_SQL = load("bench")
-#: a worker that commits nothing new for this long has failed
-STALL_SECONDS = 120.0
-
-
 TARGETS = {
     "worker_vs_ceiling_min": 0.70,
     "worker_vs_naive_min": 20.0,
     "worker_rss_max_mb": 300.0,
     "windows_overhead_max": 0.15,
-}
-
-
-#: worker variants: result key -> (label, what the subprocess builds)
-VARIANTS = {
-    "worker": "rtmh worker (windows + rules)",
-    "worker_windows": "worker: windows, no rules",
-    "worker_plain": "worker: ingest only",
 }
 
 
@@ -85,7 +68,7 @@ def copy_buffers(
         msg = KafkaMessage(produced.topics[kind], partition, offset, key, value, None)
         topic_kind = kind_for_topic(msg.topic, prefix)
         assert topic_kind is not None
-        batch.add(msg, decode(msg, topic_kind), 0)
+        batch.add(msg, decode_message(msg, topic_kind), 0)
         if len(batch) >= batch_size:
             buffers.append(_buffer(batch))
             batch = Batch()
@@ -121,111 +104,6 @@ def run_copy_ceiling(url: str, buffers: list[bytes], rows: int, advance: Advance
         "rows_per_s": rows / seconds,
         "transactions": len(buffers),
     }
-
-
-def _committed(url: str, group: str) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(
-            BENCH_SQL.ingest_committed,
-            (group,),
-        ).fetchone()
-    return int(row[0]) if row else 0
-
-
-def run_worker(
-    settings: Settings,
-    servers: BenchServers,
-    url: str,
-    prefix: str,
-    expected: int,
-    *,
-    variant: str,
-    progress: Progress,
-) -> dict[str, Any]:
-    group = f"rtmh-bench-{uuid.uuid4().hex[:8]}"
-    result_path = servers.workdir / f"{group}.json"
-    log_path = servers.workdir / f"{group}.log"
-    env = worker_env(settings, url, servers.bootstrap, prefix, group)
-    if os.environ.get("RTMH_BENCH_PROFILE"):
-        env["RTMH_BENCH_PROFILE"] = f"{os.environ['RTMH_BENCH_PROFILE']}.{variant}"
-    task = progress.add_task(VARIANTS[variant], total=expected, note="joining the group")
-    spec = {"variant": variant, "expected": expected, "result": str(result_path)}
-    servers_cpu = servers.cpu_seconds()
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rtmh.bench.ingest", json.dumps(spec)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    peak_rss = 0
-    handle = psutil.Process(proc.pid)
-    last_done, last_change = 0, time.monotonic()
-    next_poll = 0.0
-    try:
-        while proc.poll() is None:
-            with contextlib.suppress(psutil.Error):
-                peak_rss = max(peak_rss, handle.memory_info().rss)
-            now = time.monotonic()
-            if now >= next_poll:
-                next_poll = now + 0.25
-                done = _committed(url, group)
-                if done != last_done:
-                    last_done, last_change = done, now
-                note = f"RSS {peak_rss / 2**20:.0f} MB" if done else "joining the group"
-                progress.update(task, completed=done, note=note)
-                if now - last_change > STALL_SECONDS:
-                    raise RuntimeError(
-                        f"worker committed nothing for {STALL_SECONDS:.0f} s; log tail:\n"
-                        + _tail(log_path)
-                    )
-            time.sleep(0.02)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    servers_after = servers.cpu_seconds()
-    if proc.returncode != 0 or not result_path.exists():
-        raise RuntimeError(f"worker exited with {proc.returncode}; log tail:\n{_tail(log_path)}")
-    child = json.loads(result_path.read_text())
-    progress.update(task, completed=expected, note=f"RSS {peak_rss / 2**20:.0f} MB")
-    with psycopg.connect(url) as conn:
-        row = conn.execute(BENCH_SQL.ingest_stored).fetchone()
-    assert row is not None
-    stored, dead, windows_rows = (int(v) for v in row)
-    if stored + dead != expected or child["committed"] != expected:
-        raise RuntimeError(
-            f"worker stored {stored} rows and {dead} dead letters, committed "
-            f"{child['committed']}; expected {expected}"
-        )
-    seconds = child["last_commit"] - child["first_message"]
-    return {
-        "variant": VARIANTS[variant],
-        "events": expected,
-        "seconds": seconds,
-        "events_per_s": expected / seconds,
-        "batches": child["batches"],
-        "first_to_last_commit_s": child["last_commit"] - child["first_commit"],
-        "startup_s": child["startup_s"],
-        "cpu_s": child["cpu_s"],
-        "cpu_us_per_event": child["cpu_s"] / expected * 1e6,
-        # the kernel's high-water mark; psutil, sampling every 20 ms, can only see less
-        "rss_peak_mb": max(peak_rss / 2**20, child["vm_hwm_mb"] or 0.0),
-        "rss_peak_sampled_mb": peak_rss / 2**20,
-        "metrics_agg_rows": windows_rows,
-        "writer_busy_s": child["writer_busy_s"],
-        "loop_waits_for_writer_s": child["loop_waits_for_writer_s"],
-        # whole subprocess lifetime (group join included), embedded servers only
-        "server_cpu_s": {k: servers_after[k] - v for k, v in servers_cpu.items()},
-    }
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def run_naive(
@@ -284,30 +162,24 @@ def run_naive(
     }
 
 
-def _phase(
-    progress: Progress, label: str, total: int, work: Callable[[Advance], Any], note: str = ""
-) -> Any:
-    task = progress.add_task(label, total=total, note=note)
-
-    def advance(k: int) -> None:
-        progress.advance(task, k)
-
-    out = work(advance)
-    progress.update(task, completed=total)
-    return out
-
-
 def run(
-    settings: Settings, events: int, console: Console, *, naive_max: int = NAIVE_MAX
+    settings: Settings,
+    events: int,
+    console: Console,
+    *,
+    naive_max: int = NAIVE_MAX,
+    otlp: tuple[Format, ...] = ("otlp-proto", "otlp-json"),
 ) -> dict[str, Any]:
-    """The whole benchmark on POSTGRES_URL / KAFKA_BOOTSTRAP_SERVERS or embedded servers."""
+    """The whole benchmark on POSTGRES_URL / KAFKA_BOOTSTRAP_SERVERS or embedded servers; the
+    native JSON runs always (they are the reference), then the whole worker on ``events``
+    records of each OTLP encoding in ``otlp``."""
     started_at = now_iso()
     with bench_servers(
         settings.postgres_url, settings.kafka_bootstrap_servers, console=console
     ) as servers:
         dbs = Databases(servers.admin_url)
         try:
-            result = _run(settings, servers, dbs, events, console, naive_max)
+            result = _run(settings, servers, dbs, events, console, naive_max, otlp)
         finally:
             dbs.drop_all()
     return {"started_at": started_at, **result}
@@ -320,6 +192,7 @@ def _run(
     n: int,
     console: Console,
     naive_max: int,
+    otlp: tuple[Format, ...],
 ) -> dict[str, Any]:
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     topics = {k.value: f"{prefix}{k.value}" for k in Kind}
@@ -331,7 +204,7 @@ def _run(
 
         def ceiling(name: str) -> dict[str, Any]:
             url = dbs.fresh(name)
-            result: dict[str, Any] = _phase(
+            result: dict[str, Any] = phase(
                 progress,
                 f"COPY ceiling ({name[-1]})",
                 n,
@@ -347,10 +220,14 @@ def _run(
                 s, servers, url, prefix, n, variant=variant, progress=progress
             )
             dbs.drop(url)
+        otlp_runs = {
+            encoding: run_otlp(s, servers, dbs, n, f"{prefix}{encoding}.", encoding, progress)
+            for encoding in otlp
+        }
         copy_runs.append(ceiling("copy2"))
         naive_n = min(n, naive_max)
         naive_url = dbs.fresh("naive")
-        figures["naive"] = _phase(
+        figures["naive"] = phase(
             progress,
             "naive consumer",
             naive_n,
@@ -366,7 +243,7 @@ def _run(
             "1 INSERT + COMMIT a message",
         )
         net_url = dbs.fresh("safety_net")
-        figures["safety_net"] = _phase(
+        figures["safety_net"] = phase(
             progress,
             "one refused message",
             2 * safety_net.REPEATS,
@@ -402,6 +279,8 @@ def _run(
         < TARGETS["worker_rss_max_mb"],
         "windows_overhead": ratios["windows_overhead"] <= TARGETS["windows_overhead_max"],
     }
+    json_rate = worker["events_per_s"]
+    vs_json = {fmt: r["records_per_s"] / json_rate for fmt, r in otlp_runs.items()}
     pg_mode = (
         "embedded, the settings `rtmh up` uses (durable: fsync and synchronous_commit on)"
         if servers.embedded_postgres
@@ -410,7 +289,8 @@ def _run(
     return {
         "benchmark": "ingest",
         "finished_at": now_iso(),
-        "command": f"rtmh bench ingest --events {n}",
+        "command": f"rtmh bench ingest --events {n} --format "
+        + ("all" if len(otlp) == 2 else otlp[0] if otlp else "json"),
         "machine": machine_info(),
         "servers": servers.describe(),
         "postgres": {**postgres_info(dbs.fresh("info")), "mode": pg_mode},
@@ -428,6 +308,13 @@ def _run(
         "ratios": ratios,
         "targets": TARGETS,
         "targets_met": met,
+        # issue 20: the whole worker on OTLP, records (raw_events rows) per second
+        "otlp": {
+            "runs": otlp_runs,
+            "vs_json_worker": vs_json,
+            "target_vs_json_min": OTLP_VS_JSON_MIN,
+            "targets_met": {fmt: ratio >= OTLP_VS_JSON_MIN for fmt, ratio in vs_json.items()},
+        },
     }
 
 
@@ -440,10 +327,10 @@ def _workload(
     n: int,
 ) -> tuple[Produced, list[bytes], Counter[str], int]:
     """Generate and produce the messages; keep only the COPY buffers and counts afterwards."""
-    messages: list[Message] = _phase(
+    messages: list[Message] = phase(
         progress, "generate", n, lambda adv: generate_counted(n, adv), "rtmh.simulate.Traffic"
     )
-    produced: Produced = _phase(
+    produced: Produced = phase(
         progress,
         "produce",
         n,

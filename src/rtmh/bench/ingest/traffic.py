@@ -1,5 +1,6 @@
-"""`rtmh bench ingest`, the workload: realistic messages from ``rtmh.simulate.Traffic``,
-produced to fresh topics."""
+"""`rtmh bench ingest`, the workload: realistic messages from ``rtmh.simulate.Traffic`` (native
+JSON, one record a message) or ``rtmh.otlp_traffic.OtlpTraffic`` (the same traffic as OTLP export
+requests, many records a message), produced to fresh topics."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from rtmh.otlp_traffic import Format, OtlpTraffic
 from rtmh.simulate import Traffic, scenario
 
 #: messages per second of event time in the generated traffic (windows per batch depend on it)
@@ -39,6 +41,44 @@ def generate(events: int, *, rate: float = EVENT_RATE, seed: int = SEED) -> list
         out.extend(traffic.batch(t, requests, now=start + t))
         t += step
     return out[:events]
+
+
+@dataclass
+class OtlpWorkload:
+    """The OTLP form of the workload: its messages and the records they carry."""
+
+    encoding: Format
+    messages: list[Message]
+    #: records per kind (raw_events rows once stored)
+    records: dict[str, int]
+
+    @property
+    def total_records(self) -> int:
+        return sum(self.records.values())
+
+
+def generate_otlp(
+    records: int, encoding: Format, *, rate: float = EVENT_RATE, seed: int = SEED
+) -> OtlpWorkload:
+    """Steady traffic of at least ``records`` records whose event times end now, as OTLP: the
+    loop of ``generate`` (same seed, same 0.1 s ticks), so the same log lines and samples, each
+    tick one request per service and kind. Whole messages: it stops at the first tick that
+    reaches ``records``."""
+    span = records / rate
+    traffic = OtlpTraffic(scenario("steady", span), seed=seed, encoding=encoding)
+    start = time.time() - span
+    step = 0.1
+    per_step = rate / 2 * step
+    out: list[Message] = []
+    carry = 0.0
+    t = 0.0
+    while sum(traffic.records.values()) < records:
+        carry += per_step
+        requests = int(carry)
+        carry -= requests
+        out.extend(traffic.batch(t, requests, now=start + t))
+        t += step
+    return OtlpWorkload(encoding, out, dict(traffic.records))
 
 
 @dataclass

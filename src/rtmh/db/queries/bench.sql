@@ -97,9 +97,10 @@ SELECT (SELECT count(*) FROM raw_events), (SELECT count(*) FROM dead_letters),
 
 -- name: naive_insert
 -- The naive consumer: one INSERT and one COMMIT a message (columns as copy_text.RAW_COLUMNS).
-INSERT INTO raw_events (topic, kafka_partition, kafka_offset, generation, message_key,
-                        message_key_bytes, data, event_time, service, host, level, flags)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+INSERT INTO raw_events (topic, kafka_partition, kafka_offset, record_index, generation,
+                        message_key, message_key_bytes, data, event_time, service, host, level,
+                        flags)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 
 -- name: add_poison_check
 -- The safety-net phase: a CHECK that refuses one chosen message, so PostgreSQL (not the

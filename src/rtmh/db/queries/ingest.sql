@@ -4,12 +4,12 @@
 
 -- name: copy_raw_events
 -- Columns in the order rtmh.ingest.copy_text formats its COPY text (RAW_COLUMNS).
-COPY raw_events (topic, kafka_partition, kafka_offset, generation, message_key, message_key_bytes,
-                 data, event_time, service, host, level, flags) FROM STDIN
+COPY raw_events (topic, kafka_partition, kafka_offset, record_index, generation, message_key,
+                 message_key_bytes, data, event_time, service, host, level, flags) FROM STDIN
 
 -- name: copy_dead_letters
 COPY dead_letters (topic, kafka_partition, kafka_offset, generation, message_key, payload, reason,
-                   broker_time) FROM STDIN
+                   broker_time, record_index) FROM STDIN
 
 -- name: lock_offsets
 -- The fence. Rows are locked in one order for every worker: two workers whose batches share

@@ -112,9 +112,23 @@ WHERE service = %s AND level IN ('error', 'fatal') AND event_time > now() - inte
 ORDER BY event_time DESC LIMIT 5
 
 -- name: recent_changes
--- ... and what changed just before. Parameters: service, the events topic.
-SELECT event_time, data->>'type' AS type, data->'payload' AS payload
+-- ... and what changed just before: RTMH's change events, and Kubernetes Events that warn or
+-- restart something (BackOff, OOMKilling, Unhealthy, Killing) or scale a Deployment (a rollout).
+-- A Kubernetes Event reads as type 'kubernetes:<reason>' with its message and object.
+-- Parameters: service, the event topics (text[]). Uses idx_raw_events_service_time.
+SELECT event_time,
+       CASE WHEN data->>'kind' = 'Event' THEN 'kubernetes:' || coalesce(data->>'reason', 'unknown')
+            ELSE data->>'type' END AS type,
+       CASE WHEN data->>'kind' = 'Event' THEN jsonb_strip_nulls(jsonb_build_object(
+                'message', coalesce(data->>'message', data->>'note'),
+                'severity', data->>'type',
+                'object', coalesce(data->'involvedObject', data->'regarding'),
+                'count', data->'count'))
+            ELSE data->'payload' END AS payload
 FROM raw_events
-WHERE service = %s AND topic = %s AND event_time > now() - interval '15 minutes'
-  AND data->>'type' IN ('deploy', 'config_change', 'restart', 'rollback', 'scale')
+WHERE service = %s AND topic = ANY(%s) AND event_time > now() - interval '15 minutes'
+  AND (data->>'type' IN ('deploy', 'config_change', 'restart', 'rollback', 'scale')
+       OR (data->>'kind' = 'Event'
+           AND (data->>'type' = 'Warning'
+                OR data->>'reason' IN ('Killing', 'ScalingReplicaSet', 'SuccessfulRescale'))))
 ORDER BY event_time DESC LIMIT 5
