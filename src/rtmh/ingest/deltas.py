@@ -73,7 +73,14 @@ from typing import Final, NamedTuple
 
 import msgspec
 
-from rtmh.records import CumulativeSample, DecodedRecord, HistogramSample, MetricSample, Sample
+from rtmh.records import (
+    CumulativeSample,
+    Decoded,
+    DecodedRecord,
+    HistogramSample,
+    MetricSample,
+    Sample,
+)
 
 #: default bound on remembered series (see the module docstring)
 DEFAULT_MAX_SERIES: Final = 100_000
@@ -109,6 +116,10 @@ class CumulativeDeltas:
     def __len__(self) -> int:
         """The number of series remembered."""
         return len(self._points)
+
+    def convert_message(self, part: Part, results: list[Decoded]) -> list[Decoded]:
+        """Each record of one OTLP metrics message converted; rejections pass through."""
+        return [self.convert(part, r) if type(r) is DecodedRecord else r for r in results]
 
     def convert(self, part: Part, record: DecodedRecord) -> DecodedRecord:
         """``record`` with each CumulativeSample replaced by its increment, or removed when

@@ -49,7 +49,7 @@ from rtmh.kafka.client import (
     make_consumer,
     to_record,
 )
-from rtmh.records import DecodedRecord, Kind
+from rtmh.records import Kind
 
 log = logging.getLogger(__name__)
 
@@ -370,11 +370,7 @@ class Worker:
                 continue
             if kind is Kind.METRICS:
                 # an OTLP cumulative series windows its increments (only OTLP yields lists)
-                part = (topic, rec.partition)
-                result = [
-                    deltas.convert(part, one) if type(one) is DecodedRecord else one
-                    for one in result
-                ]
+                result = deltas.convert_message((topic, rec.partition), result)
             batch.add(rec, result, generation)
             if len(batch) >= limit:
                 # one consume() of OTLP exports can hold far more records than a batch may

@@ -24,23 +24,30 @@ Message = tuple[str, bytes, bytes]  # (kind, key, value)
 Advance = Callable[[int], None]
 
 
-def generate(events: int, *, rate: float = EVENT_RATE, seed: int = SEED) -> list[Message]:
-    """``events`` messages of steady traffic whose event times end now."""
-    span = events / rate
-    traffic = Traffic(scenario("steady", span), seed=seed)
+def _steady(
+    traffic: Traffic, span: float, rate: float, enough: Callable[[list[Message]], bool]
+) -> list[Message]:
+    """Ticks of ``traffic`` 0.1 s apart, event times ending now, until ``enough`` holds."""
     start = time.time() - span
     step = 0.1
     per_step = rate / 2 * step  # two messages per request
     out: list[Message] = []
     carry = 0.0
     t = 0.0
-    while len(out) < events:
+    while not enough(out):
         carry += per_step
         requests = int(carry)
         carry -= requests
         out.extend(traffic.batch(t, requests, now=start + t))
         t += step
-    return out[:events]
+    return out
+
+
+def generate(events: int, *, rate: float = EVENT_RATE, seed: int = SEED) -> list[Message]:
+    """``events`` messages of steady traffic whose event times end now."""
+    span = events / rate
+    traffic = Traffic(scenario("steady", span), seed=seed)
+    return _steady(traffic, span, rate, lambda out: len(out) >= events)[:events]
 
 
 @dataclass
@@ -66,18 +73,7 @@ def generate_otlp(
     reaches ``records``."""
     span = records / rate
     traffic = OtlpTraffic(scenario("steady", span), seed=seed, encoding=encoding)
-    start = time.time() - span
-    step = 0.1
-    per_step = rate / 2 * step
-    out: list[Message] = []
-    carry = 0.0
-    t = 0.0
-    while sum(traffic.records.values()) < records:
-        carry += per_step
-        requests = int(carry)
-        carry -= requests
-        out.extend(traffic.batch(t, requests, now=start + t))
-        t += step
+    out = _steady(traffic, span, rate, lambda _out: sum(traffic.records.values()) >= records)
     return OtlpWorkload(encoding, out, dict(traffic.records))
 
 

