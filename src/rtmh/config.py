@@ -121,6 +121,16 @@ class Settings(BaseSettings):
         ge=1000,
         validation_alias=AliasChoices("RTMH_SESSION_TIMEOUT_MS", "session_timeout_ms"),
     )
+    embedded_broker_max_batches: int = Field(
+        default=1_000,
+        ge=10,
+        le=15_000,
+        validation_alias=AliasChoices(
+            "RTMH_EMBEDDED_BROKER_MAX_BATCHES", "embedded_broker_max_batches"
+        ),
+        description="`rtmh up`: producer batches one partition of the embedded broker holds "
+        "before its topics are rolled (rtmh.embedded.log_roll); tansu slows past ~15,000",
+    )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("RTMH_LOG_LEVEL"))
     # --- the notifier (rtmh notifier); rtmh.notify.notifier.NotifierOptions.from_settings
     public_url: str = Field(

@@ -97,6 +97,18 @@ def test_a_recreated_topic_is_a_reset_even_when_the_digest_matches() -> None:
     assert decision.warning is not None and "id changed" in decision.warning
 
 
+def test_a_recreated_topic_whose_stored_offset_names_the_new_log_starts_there() -> None:
+    # the embedded broker's log roll moved the offset to the new log (offset 0, generation on,
+    # its topic id): starting again from the beginning would read it under yet another
+    # generation, and what a fenced batch already committed from it would be stored twice
+    rolled = StoredOffset(4, 0, None, "ID2")
+    decision = decided("t[0]", rolled, None, "its topic id changed from ID1 to ID2", "ID2")
+    assert (decision.offset, decision.generation, decision.warning) == (0, 4, None)
+    # the same row on a log created after the roll: a reset as before
+    again = decided("t[0]", rolled, None, "its topic id changed from ID2 to ID3", "ID3")
+    assert (again.offset, again.generation) == (None, 5)
+
+
 def test_a_stored_topic_id_that_differs_is_a_reset_without_reading_back() -> None:
     assert not needs_probe(WITH_ID, "ID2")
     assert needs_probe(WITH_ID, "ID1") and needs_probe(WITH_ID, None) and needs_probe(STORED, "X")

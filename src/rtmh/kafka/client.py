@@ -111,8 +111,11 @@ def ensure_topics(
     partitions: int,
     timeout: float = 10,
     admin: AdminClient | None = None,
+    *,
+    quiet: bool = False,
 ) -> list[str]:
-    """Create the topics that do not exist; returns the ones created."""
+    """Create the topics that do not exist; returns the ones created (logged unless
+    ``quiet``: the log roll says what it did in its own line)."""
     admin = admin or make_admin(bootstrap)
     existing = set(admin.list_topics(timeout=timeout).topics)
     missing = [t for t in topics if t not in existing]
@@ -130,9 +133,20 @@ def ensure_topics(
         except KafkaException as err:
             if err.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
-    if created:
+    if created and not quiet:
         log.info("created topics %s with %d partitions", ", ".join(created), partitions)
     return created
+
+
+def delete_topics(admin: AdminClient, topics: Iterable[str], timeout: float = 10) -> None:
+    """Delete ``topics`` and wait for the broker's answer; one missing already is no error."""
+    futures = admin.delete_topics(list(topics), operation_timeout=timeout)
+    for future in futures.values():
+        try:
+            future.result(timeout)
+        except KafkaException as err:
+            if err.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise
 
 
 def topic_ids(

@@ -30,6 +30,7 @@ from rtmh.db.connect import DatabaseUnavailable, connect, describe_url
 from rtmh.db.migrate import apply_pending
 from rtmh.embedded.broker import EmbeddedBroker
 from rtmh.embedded.files import private_dir
+from rtmh.embedded.log_roll import LogRoller, RollOutcome, RollPolicy
 from rtmh.embedded.postgres import EmbeddedPostgres
 from rtmh.embedded.process import read_live_pid, write_pid_file
 from rtmh.kafka.client import (
@@ -42,7 +43,10 @@ from rtmh.kafka.client import (
 from rtmh.records import Kind
 from rtmh.up import demo as story
 from rtmh.up import view
+from rtmh.up.broker_watch import BrokerWatch
 from rtmh.up.supervisor import Child, ChildFailed, Supervisor
+
+log = logging.getLogger(__name__)
 
 
 class UpError(Exception):
@@ -64,15 +68,24 @@ class Traffic:
         self.bootstrap = bootstrap
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name="demo-traffic", daemon=True)
+        #: messages the broker acknowledged / refused (delivery reports)
+        self.delivered = 0
+        self.failed = 0
 
     def _run(self) -> None:
         topics = {k.value: self.settings.topic(k.value) for k in Kind}
         # owned by this thread alone: freed when it ends, so the producer's connections close
         # before the broker is asked to stop (an open client kept tansu's shutdown waiting 5 s)
-        producer = make_producer(self.bootstrap)
+        producer = make_producer(self.bootstrap, **{"linger.ms": story.DEMO_LINGER_MS})
+
+        def delivered(err: object, _msg: object) -> None:
+            if err is None:
+                self.delivered += 1
+            else:
+                self.failed += 1
 
         def produce(kind: str, key: bytes, value: bytes) -> None:
-            produce_waiting(producer, topics[kind], value, key)
+            produce_waiting(producer, topics[kind], value, key, on_delivery=delivered)
 
         sim.run(
             produce,
@@ -102,6 +115,9 @@ class Hub:
         self.stop_requested = threading.Event()
         self.postgres_url = ""
         self.bootstrap = ""
+        #: the embedded broker, when `up` started one (None with KAFKA_BOOTSTRAP_SERVERS)
+        self.embedded: EmbeddedBroker | None = None
+        self.roller: LogRoller | None = None
 
     def say(self, line: str) -> None:
         """One line of `up`'s output; its text is never markup ("[medium]" stays visible)."""
@@ -153,11 +169,33 @@ class Hub:
                     f"{self.settings.kafka_bootstrap_servers} (is the broker running?)"
                 ) from None
             return self.settings.kafka_bootstrap_servers
-        server = EmbeddedBroker(self.run_dir)
+        server = EmbeddedBroker(self.run_dir, gated=True)
         bootstrap = server.start()
         stack.callback(self._step, "broker stopped", server.stop)
+        self.embedded = server
         self.say(f"embedded Kafka-compatible broker (tansu) ready at {bootstrap}")
         return bootstrap
+
+    def _bound_broker_log(self, stack: ExitStack) -> None:
+        """Roll the embedded broker's topics whenever its log grows past the bound."""
+        if self.embedded is None or self.embedded.gate is None:
+            return
+        self.roller = LogRoller(
+            self.embedded.gate,
+            self.bootstrap,
+            self.postgres_url,
+            self.settings.group_id,
+            list(self.settings.topic_kinds()),
+            self.settings.partitions,
+            RollPolicy(max_batches=self.settings.embedded_broker_max_batches),
+            self._on_roll,
+        )
+        self.roller.start()
+        # registered after the worker: stops before it, so no roll waits on a stopped worker
+        stack.callback(self.roller.stop)
+
+    def _on_roll(self, outcome: RollOutcome) -> None:
+        self.say(outcome.line())
 
     def _step(self, done: str, action: Callable[[], None]) -> None:
         action()
@@ -214,11 +252,12 @@ class Hub:
                     story.configure(conn, receiver.url, receiver.secret)
                 self.say(f"demo webhook receiver listening at {receiver.url} (HMAC-signed)")
             self._children(stack, supervisor)
+            self._bound_broker_log(stack)
             traffic: Traffic | None = None
             if self.options.demo:
                 traffic = Traffic(self.settings, self.bootstrap)
                 traffic.start()
-                stack.callback(self._step, "demo traffic stopped", traffic.stop)
+                stack.callback(self._stop_traffic, traffic)
                 self.say(
                     f"demo traffic: {story.DEMO_RATE:.0f} messages/s; story: "
                     f"{story.story().description} (repeats every {story.STORY_PERIOD:.0f} s)"
@@ -230,13 +269,24 @@ class Hub:
             self._watch(supervisor, traffic)
             self.say("stopping: producers, worker, notifier, broker, database")
 
+    def _stop_traffic(self, traffic: Traffic) -> None:
+        traffic.stop()
+        # `rtmh bench soak` compares this count with what PostgreSQL holds
+        self.say(
+            f"demo traffic stopped: {traffic.delivered:,} messages delivered, "
+            f"{traffic.failed:,} failed"
+        )
+
     def _on_delivery(self, d: story.Delivery) -> None:
         check = "signature ok" if d.signature_ok else "BAD SIGNATURE"
         self.say(f"webhook received: {d.event} '{d.title}' ({d.status}), {check}")
 
     def _watch(self, supervisor: Supervisor, traffic: Traffic | None) -> None:
         deadline = time.monotonic() + self.options.duration if self.options.duration else None
-        reader = MessageReader(self.bootstrap)
+        # the embedded broker's gate knows its logs' ends; a reader is for a Kafka's watermarks
+        reader = MessageReader(self.bootstrap) if self.embedded is None else None
+        pid = self.embedded.pid if self.embedded is not None else None
+        watch = BrokerWatch(pid) if pid is not None else None
         last: view.Snapshot | None = None
         last_summary = 0.0
         headline = "RTMH up" + (" --demo" if self.options.demo else "")
@@ -254,7 +304,7 @@ class Hub:
                     except ChildFailed as err:
                         raise UpError(str(err)) from None
                     snap = view.read_snapshot(conn, self.settings.group_id)
-                    snap.high = self._high_watermarks(reader)
+                    self._broker_figures(snap, reader, watch)
                     view.derive_rates(last, snap)
                     if self.interactive:
                         live.update(view.render(snap, headline))
@@ -266,7 +316,30 @@ class Hub:
                     last = snap
                     self.stop_requested.wait(1.0)
         finally:
-            reader.close()
+            if reader is not None:
+                reader.close()
+
+    def _broker_figures(
+        self, snap: view.Snapshot, reader: MessageReader | None, watch: BrokerWatch | None
+    ) -> None:
+        """What the broker holds and costs. The embedded broker's gate knows its logs' ends;
+        asking tansu for watermarks would list every batch of every partition, each second."""
+        gate = self.embedded.gate if self.embedded is not None else None
+        if gate is None:
+            snap.high = self._high_watermarks(reader) if reader is not None else None
+            return
+        stats = gate.stats()
+        snap.high = sum(c.end for c in stats.logs.values())
+        snap.acknowledged = stats.acknowledged
+        if watch is None:
+            return
+        for line in watch.sample(snap.at):
+            log.warning(line)
+        load = watch.load
+        if load is not None:
+            snap.broker = view.BrokerLine(
+                load.rss, load.cpu_percent, stats.max_batches, stats.size, stats.rolls
+            )
 
     def _high_watermarks(self, reader: MessageReader) -> int | None:
         total = 0

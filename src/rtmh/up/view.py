@@ -70,8 +70,23 @@ class Snapshot:
     rate_in: float = 0.0
     rate_written: float = 0.0
     lag: int | None = None
-    #: sum of the topics' high watermarks (the embedded broker under-reports it)
+    #: sum of the topics' high watermarks (the embedded broker under-reports it); with the
+    #: embedded broker, the sum of its logs' ends as its gate saw them acknowledged
     high: int | None = None
+    #: messages the embedded broker acknowledged since `up` started (across log rolls)
+    acknowledged: int | None = None
+    broker: BrokerLine | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerLine:
+    """The embedded broker's cost and its log, for the view."""
+
+    rss: int
+    cpu_percent: float | None
+    max_batches: int
+    log_bytes: int
+    rolls: int
 
 
 def derive_rates(before: Snapshot | None, after: Snapshot) -> None:
@@ -80,8 +95,11 @@ def derive_rates(before: Snapshot | None, after: Snapshot) -> None:
     if before is None:
         return
     dt = max(after.at - before.at, 1e-3)
+    # a log roll moves the committed offsets back to 0: that second shows no rate
     after.rate_written = max(0.0, (after.committed - before.committed) / dt)
-    if after.high is not None and before.high is not None:
+    if after.acknowledged is not None and before.acknowledged is not None:
+        after.rate_in = max(0.0, (after.acknowledged - before.acknowledged) / dt)
+    elif after.high is not None and before.high is not None:
         after.rate_in = max(0.0, (after.high - before.high) / dt)
 
 
@@ -118,6 +136,8 @@ def render(snap: Snapshot, headline: str) -> Group:
         f"[bold]dead letters[/] {snap.dead_letters:,}",
         f"[bold]lag[/] {lag}",
     )
+    if snap.broker is not None:
+        stats.add_row(*broker_cells(snap.broker))
     incidents = Table(expand=True, title="incidents", title_justify="left")
     for column in ("severity", "service", "rule", "value vs threshold", "age", "status"):
         incidents.add_column(column)
@@ -150,6 +170,19 @@ def render(snap: Snapshot, headline: str) -> Group:
     return Group(Panel(stats, title=headline, title_align="left"), incidents, notes)
 
 
+def _cpu(b: BrokerLine) -> str:
+    return "-" if b.cpu_percent is None else f"{b.cpu_percent:.0f} %"
+
+
+def broker_cells(b: BrokerLine) -> tuple[str, str, str, str]:
+    return (
+        f"[bold]broker[/] {b.rss / 2**20:.0f} MB",
+        f"[bold]cpu[/] {_cpu(b)}",
+        f"[bold]log[/] {b.log_bytes / 2**20:.1f} MiB, {b.max_batches:,} batches",
+        f"[bold]rolls[/] {b.rolls:,}",
+    )
+
+
 def changes(before: Snapshot | None, after: Snapshot) -> list[str]:
     """Plain lines for what changed, for logs and non-TTY output."""
     lines: list[str] = []
@@ -178,10 +211,17 @@ def changes(before: Snapshot | None, after: Snapshot) -> list[str]:
 def summary(snap: Snapshot) -> str:
     lag = "-" if snap.lag is None else f"{snap.lag:,}"
     live = sum(1 for i in snap.incidents if i.status in ("open", "investigating"))
-    return (
+    line = (
         f"in {snap.rate_in:,.0f}/s, written {snap.rate_written:,.0f}/s, "
         f"dead letters {snap.dead_letters:,}, lag {lag}, open incidents {live}"
     )
+    if snap.broker is not None:
+        b = snap.broker
+        line += (
+            f"; broker {b.rss / 2**20:.0f} MB, cpu {_cpu(b)}, log {b.log_bytes / 2**20:.1f} MiB "
+            f"in at most {b.max_batches:,} batches a partition, {b.rolls:,} rolls"
+        )
+    return line
 
 
 def stamp(line: str) -> str:

@@ -107,3 +107,15 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 -- decoder) refuses it inside the checkpoint. The message text is the bench's own constant.
 ALTER TABLE raw_events ADD CONSTRAINT rtmh_bench_poison
     CHECK (data->>'msg' IS DISTINCT FROM 'rtmh-bench-poison')
+
+-- name: soak_lag
+-- `bench soak`: rows committed since the last sample, and the delay from a message's making to
+-- its row's commit (created_at is the commit's transaction time; index raw_events(topic,
+-- created_at)). The newest created_at is where the next sample starts.
+SELECT count(*),
+       extract(epoch FROM percentile_disc(0.99) WITHIN GROUP (ORDER BY created_at - event_time))
+           ::float8,
+       extract(epoch FROM max(created_at - event_time))::float8,
+       max(created_at)
+FROM raw_events
+WHERE topic = ANY(%s) AND created_at > %s

@@ -39,6 +39,19 @@ INSERT INTO consumer_offsets (group_id, topic, kafka_partition, generation, next
                               last_digest, topic_id)
 VALUES (%s, %s, %s, %s, %s, %s, %s)
 
+-- name: roll_offsets
+-- The embedded broker's topic was deleted and created again after this group had committed all
+-- of it (rtmh.embedded.log_roll): each partition's next message is offset 0 of the new log, one
+-- generation on, so (generation, offset) stays unique. A worker still reading the old log is
+-- fenced by the row it no longer expects and reads again from here. Nothing else moves these
+-- rows meanwhile: the roll runs only once the group has committed every acknowledged message,
+-- and the gate holds every new write until it is done.
+UPDATE consumer_offsets
+SET generation = generation + 1, next_offset = 0, last_digest = NULL, topic_id = %(topic_id)s,
+    updated_at = now()
+WHERE group_id = %(group_id)s AND topic = %(topic)s
+RETURNING kafka_partition
+
 -- name: find_invalid_json
 -- The safety net: every row whose JSON PostgreSQL refuses as jsonb, in one query (numbers beyond
 -- its numeric range in keys the decoder skips, lone surrogate escapes).

@@ -1,0 +1,192 @@
+"""Just enough of the Kafka protocol to follow Produce requests through the embedded broker's
+gate (rtmh.embedded.gate): which partitions a request writes, how many records and batches,
+whether it waits for an acknowledgement, and the offsets the broker's answer gives them.
+
+Pure functions over one frame (the bytes after the 4-byte size). Anything they cannot read is
+``None``, never an exception: the gate still relays the frame; it only knows less about it.
+Field layouts follow the protocol's ProduceRequest/ProduceResponse schemas; versions 9 and
+later are "flexible" (compact lengths as unsigned varints, tagged fields).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PRODUCE = 0
+FETCH = 1
+#: the first flexible version of Produce (compact encodings, tagged fields)
+FLEXIBLE_FROM = 9
+#: from version 13 a topic is named by its id; the gate does not follow those
+NAMED_UNTIL = 12
+#: RecordBatch (magic 2): base offset 8, length 4, leader epoch 4, magic 1, crc 4,
+#: attributes 2, last offset delta 4, timestamps 8 + 8, producer id 8, epoch 2, sequence 4
+_BATCH_RECORDS_AT = 57
+_BATCH_LENGTH_AT = 8
+_BATCH_OVERHEAD = 12
+
+
+class _Short(Exception):
+    """The frame ends before the field: not a layout this module reads."""
+
+
+class _Reader:
+    __slots__ = ("at", "data")
+
+    def __init__(self, data: bytes, at: int = 0):
+        self.data = data
+        self.at = at
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.at + n > len(self.data):
+            raise _Short
+        chunk = self.data[self.at : self.at + n]
+        self.at += n
+        return chunk
+
+    def number(self, size: int) -> int:
+        return int.from_bytes(self.take(size), "big", signed=True)
+
+    def uvarint(self) -> int:
+        value = shift = 0
+        while True:
+            byte = self.take(1)[0]
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+            if shift > 35:
+                raise _Short
+
+    def length(self, flexible: bool, size: int = 2) -> int:
+        """A string/bytes/array length; -1 for null."""
+        return self.uvarint() - 1 if flexible else self.number(size)
+
+    def string(self, flexible: bool) -> str | None:
+        n = self.length(flexible)
+        return None if n < 0 else self.take(n).decode("utf-8", "replace")
+
+    def skip_tags(self, flexible: bool) -> None:
+        if not flexible:
+            return
+        for _ in range(self.uvarint()):
+            self.uvarint()
+            self.take(self.uvarint())
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What one Produce request writes to one partition."""
+
+    topic: str
+    partition: int
+    records: int
+    batches: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProduceRequest:
+    version: int
+    correlation_id: int
+    #: 0: the client asked for no acknowledgement (fire and forget)
+    acks: int
+    writes: tuple[Written, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """The broker's answer for one partition of a Produce request."""
+
+    topic: str
+    partition: int
+    error_code: int
+    base_offset: int
+
+
+def request_header(frame: bytes) -> tuple[int, int, int] | None:
+    """(api key, api version, correlation id) of a request frame."""
+    if len(frame) < 8:
+        return None
+    return (
+        int.from_bytes(frame[0:2], "big", signed=True),
+        int.from_bytes(frame[2:4], "big", signed=True),
+        int.from_bytes(frame[4:8], "big", signed=True),
+    )
+
+
+def response_correlation(frame: bytes) -> int | None:
+    return int.from_bytes(frame[0:4], "big", signed=True) if len(frame) >= 4 else None
+
+
+def count_batches(records: bytes) -> tuple[int, int]:
+    """(records, batches) in a produce request's record set of v2 RecordBatches."""
+    at = count = batches = 0
+    while at + _BATCH_RECORDS_AT + 4 <= len(records):
+        length = int.from_bytes(records[at + _BATCH_LENGTH_AT : at + 12], "big", signed=True)
+        count += int.from_bytes(
+            records[at + _BATCH_RECORDS_AT : at + _BATCH_RECORDS_AT + 4], "big", signed=True
+        )
+        batches += 1
+        at += _BATCH_OVERHEAD + max(length, 0)
+    return count, batches
+
+
+def parse_produce_request(frame: bytes) -> ProduceRequest | None:
+    """The partitions a Produce request (versions 3 to 12) writes; None for anything else."""
+    header = request_header(frame)
+    if header is None or header[0] != PRODUCE or not 3 <= header[1] <= NAMED_UNTIL:
+        return None
+    _, version, correlation = header
+    flexible = version >= FLEXIBLE_FROM
+    r = _Reader(frame, 8)
+    try:
+        r.string(False)  # client id: a classic nullable string in every header version
+        r.skip_tags(flexible)
+        r.string(flexible)  # transactional id
+        acks = r.number(2)
+        r.number(4)  # timeout
+        writes: list[Written] = []
+        for _ in range(max(r.length(flexible, 4), 0)):
+            topic = r.string(flexible) or ""
+            for _ in range(max(r.length(flexible, 4), 0)):
+                partition = r.number(4)
+                size = r.length(flexible, 4)
+                records = r.take(size) if size > 0 else b""
+                count, batches = count_batches(records)
+                writes.append(Written(topic, partition, count, batches, len(records)))
+                r.skip_tags(flexible)
+            r.skip_tags(flexible)
+    except _Short:
+        return None
+    return ProduceRequest(version, correlation, acks, tuple(writes))
+
+
+def parse_produce_response(frame: bytes, version: int) -> list[Appended] | None:
+    """Each partition's error code and base offset from a Produce response of ``version``."""
+    if not 3 <= version <= NAMED_UNTIL:
+        return None
+    flexible = version >= FLEXIBLE_FROM
+    r = _Reader(frame, 4)
+    try:
+        r.skip_tags(flexible)  # response header v1
+        found: list[Appended] = []
+        for _ in range(max(r.length(flexible, 4), 0)):
+            topic = r.string(flexible) or ""
+            for _ in range(max(r.length(flexible, 4), 0)):
+                partition = r.number(4)
+                error_code = r.number(2)
+                base_offset = r.number(8)
+                found.append(Appended(topic, partition, error_code, base_offset))
+                r.number(8)  # log append time (v2+)
+                r.number(8)  # log start offset (v5+)
+                if version >= 8:
+                    for _ in range(max(r.length(flexible, 4), 0)):
+                        r.number(4)  # batch index
+                        r.string(flexible)  # its error message
+                        r.skip_tags(flexible)
+                    r.string(flexible)  # error message
+                r.skip_tags(flexible)
+            r.skip_tags(flexible)
+    except _Short:
+        return None
+    return found
