@@ -172,8 +172,8 @@ class Gate:
         self._call(self._sever(), 10)
 
     def release(self, rolled: Iterable[str] = ()) -> None:
-        """Let held and new Produce requests through; the logs of ``rolled`` topics start
-        again from offset 0."""
+        """Let held and new Produce and Fetch requests through; the logs of ``rolled`` topics
+        start again from offset 0."""
         self._call(self._release(set(rolled)), 10)
 
     def stats(self) -> GateStats:

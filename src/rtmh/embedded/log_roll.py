@@ -218,16 +218,17 @@ class LogRoller:
                 same = [t for t in self.topics if partitions[t] == count]
                 ensure_topics(self.bootstrap, same, count, admin=admin, quiet=True)
             new_ids = topic_ids(self.bootstrap, self.topics, timeout=5, admin=admin)
-            # every client reconnects and reads the new topics' metadata before its held
-            # fetches go; this client's own connections are cut too, so a new one next time
-            self.gate.sever()
-            self._admin = None
             try:
                 self._move_offsets(new_ids)
             except Exception as err:
                 # the worker still finds the new logs by their topic ids (its topic check)
                 log.warning("offsets not moved to the new logs after a roll: %s", err)
         finally:
+            if rolled:
+                # every client reconnects and reads the new topics' metadata before its held
+                # fetches go (this one's connections too: a new client next time)
+                self.gate.sever()
+                self._admin = None
             self.gate.release(rolled)
         return RollOutcome(
             True,
