@@ -240,8 +240,20 @@ class LogRoller:
             before.size,
         )
 
-    def _wait_for_commits(self, ends: dict[Partition, int], ids: dict[str, str]) -> list[str]:
-        deadline = time.monotonic() + self.policy.catch_up_timeout_s
+    def wait_for_commits(self, timeout: float) -> list[str]:
+        """Wait until the group has committed everything the broker acknowledged so far (what
+        `up` does before it stops the worker); what is still missing after ``timeout``."""
+        admin = self._admin = self._admin or make_admin(self.bootstrap)
+        ends = {part: c.end for part, c in self.gate.stats().logs.items()}
+        ids = topic_ids(self.bootstrap, self.topics, timeout=5, admin=admin)
+        return self._wait_for_commits(ends, ids, timeout)
+
+    def _wait_for_commits(
+        self, ends: dict[Partition, int], ids: dict[str, str], timeout: float | None = None
+    ) -> list[str]:
+        deadline = time.monotonic() + (
+            self.policy.catch_up_timeout_s if timeout is None else timeout
+        )
         with connect(self.postgres_url) as conn:
             while True:
                 stored = load_offsets(conn, self.group_id, self.topics)

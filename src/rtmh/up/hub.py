@@ -48,6 +48,9 @@ from rtmh.up.supervisor import Child, ChildFailed, Supervisor
 
 log = logging.getLogger(__name__)
 
+#: how long `up` lets the worker store the last messages before it stops it
+STOP_CATCH_UP_S = 15.0
+
 
 class UpError(Exception):
     """`up` cannot start or had to stop; one line saying why and what to do."""
@@ -271,6 +274,15 @@ class Hub:
 
     def _stop_traffic(self, traffic: Traffic) -> None:
         traffic.stop()
+        if self.roller is not None:
+            # the worker stops next: let it store what the demo sent first (the gate knows
+            # where the logs end), so a stopped hub holds every message it acknowledged
+            try:
+                missing = self.roller.wait_for_commits(STOP_CATCH_UP_S)
+            except Exception as err:  # the broker or PostgreSQL is gone: stop anyway
+                missing = [str(err)]
+            if missing:
+                self.say(f"stopping with messages not yet stored: {', '.join(missing[:3])}")
         # `rtmh bench soak` compares this count with what PostgreSQL holds
         self.say(
             f"demo traffic stopped: {traffic.delivered:,} messages delivered, "
