@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rtmh.bench.soak import Sample, SoakResult, slope
+from rtmh.bench.soak import Sample, SoakResult, consumer_lags, slope
 
 
 def test_slope_is_least_squares_per_unit_asked() -> None:
@@ -34,3 +34,21 @@ def test_exactly_once_is_every_delivered_message_stored() -> None:
     assert not result.exactly_once
     result.stored, result.failed = 998, 1
     assert not result.exactly_once
+
+
+def test_consumer_lag_comes_from_ups_summary_lines_after_the_warm_up() -> None:
+    text = "\n".join(
+        [
+            "2026-11-30 23:10:06 RTMH is up.",
+            "2026-11-30 23:10:06 in 0/s, written 0/s, dead letters 0, lag 1,309, open incidents 0",
+            "2026-11-30 23:11:06 in 425/s, written 449/s, dead letters 0, lag 40, open incidents 1;"
+            " broker 19 MB, cpu 12 %, log 0.2 MiB in at most 91 batches a partition, 6 rolls",
+            "2026-11-30 23:11:16 broker log rolled (why): 1 messages",
+            "2026-11-30 23:11:17 in 427/s, written 459/s, dead letters 0, lag 260, open "
+            "incidents 0",
+        ]
+    )
+    assert consumer_lags(text) == [40, 260]
+    result = SoakResult(1.0, 5.0, 100)
+    result.delivered, result.consumer_lags = 26_000, [40, 260]
+    assert result.consumer_lag_max_s() == 0.6  # 260 messages at 433 a second
