@@ -137,3 +137,43 @@ class Batch:
 
     def __len__(self) -> int:
         return self.size
+
+
+# --- group commit: when the poll loop hands a batch to the writer ------------------------------
+#: how long a batch waits for more once the writer is free. The writer is free only when traffic
+#: is light (under load a commit is always in flight and the batch grows meanwhile), so this is
+#: all the batching light traffic gets: enough for the rest of one fetch response, no more.
+BATCH_LINGER_S = 0.002
+#: how often the poll loop looks whether the commit in flight is done while it holds a batch
+#: (consume() cannot wake on it); a commit takes 5-50 ms, so a few looks each
+BUSY_LOOK_S = 0.002
+#: the longest wait for a first message when nothing is held: bounds how late the loop's timed
+#: chores run
+IDLE_WAIT_S = 0.5
+
+
+def hand_over_due(
+    size: int, age_s: float, writer_busy: bool, *, max_records: int, max_age_s: float
+) -> bool:
+    """Whether the batch goes to the writer now (group commit).
+
+    As soon as the writer is free (after a linger), so light traffic is committed within
+    milliseconds; while a commit is in flight the batch grows, so heavy traffic gets big batches
+    and full throughput without a setting to tune. RTMH_BATCH_MAX_MESSAGES / _MS stay as caps:
+    a batch that reaches one is handed over even if that means waiting for the writer."""
+    if size == 0:
+        return False
+    if size >= max_records or age_s >= max_age_s:
+        return True
+    return not writer_busy and age_s >= BATCH_LINGER_S
+
+
+def poll_wait(size: int, age_s: float, writer_busy: bool, *, max_age_s: float) -> float:
+    """How long the next poll may wait for a message (it returns at the first one)."""
+    if size == 0:
+        # poll() returns at the first message, and a commit in flight is joined when the next
+        # batch is handed over: nothing to look for meanwhile
+        return IDLE_WAIT_S
+    due = max_age_s if writer_busy else min(max_age_s, BATCH_LINGER_S)
+    left = max(0.0, due - age_s)
+    return min(left, BUSY_LOOK_S) if writer_busy else left

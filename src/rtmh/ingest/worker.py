@@ -23,7 +23,7 @@ from confluent_kafka import (
 
 from rtmh.config import Settings
 from rtmh.ingest import metrics
-from rtmh.ingest.batch import Partition
+from rtmh.ingest.batch import Partition, hand_over_due, poll_wait
 from rtmh.ingest.checkpoint import (
     AfterCommit,
     Checkpointer,
@@ -97,7 +97,8 @@ class Worker:
         self.on_stop: list[Callable[[], None]] = []
         self.owned = Ownership()
         self.batch_started = 0.0
-        self._poll_began = 0.0
+        #: when the last fetch returned: a batch's age counts from its first message's arrival
+        self._taken_at = 0.0
         self._stop = threading.Event()
         self.db = Database(postgres_url, self._stop)
         self.checkpoints = Checkpointer(
@@ -147,18 +148,16 @@ class Worker:
         known to be new ones, with the reason (their partitions start again whatever the log
         says)."""
         stored = self._stored_offsets()
+        created = "the topic was missing when this worker started, and it created it"
+        reasons = {**dict.fromkeys(self._created_at_start, created), **recreated}
+        # the whole set at once: asked one by one, each silent read-back held the rest back
+        started = self.starts.start_all(parts, stored, ids, reasons)
         positioned: list[TopicPartition] = []
         for part in parts:
-            row = stored.get(part)
-            reason = recreated.get(part[0])
-            if reason is None and part[0] in self._created_at_start:
-                reason = "the topic was missing when this worker started, and it created it"
-            started = self.starts.start(
-                part, row, None if ids is None else ids.get(part[0]), reason
-            )
-            if started is None:
+            if part not in started:
                 continue  # stopping
-            decision, topic_id = started
+            row = stored.get(part)
+            decision, topic_id = started[part]
             if decision.warning:
                 log.warning(decision.warning)
                 if decision.generation != (row.generation if row else 0):
@@ -364,10 +363,7 @@ class Worker:
                 continue
             consumed[topic] = consumed.get(topic, 0) + 1
             if not batch:
-                # consume() waits out its whole timeout: count the batch's age from the start of
-                # that wait, or the first message waits up to twice RTMH_BATCH_MAX_MS (measured
-                # by bench detect: batches 420 ms apart at 200 ms, 217-237 ms after)
-                self.batch_started = self._poll_began
+                self.batch_started = self._taken_at
             result = decode_message(rec, kind, max_bytes=max_bytes)
             if type(result) is not list:
                 batch.add(rec, result, generation)
@@ -409,10 +405,11 @@ class Worker:
         self.db.run("partition maintenance", run)
 
     def _poll_once(self, consumer: Consumer) -> None:
-        """One consume() call: take what came, settle the batch in flight when it is done, and
-        hand the batch over once it is full or old enough."""
+        """Wait for what the broker has (returning at the first message), take it, settle the
+        batch in flight when it is done, and hand the batch over when it is due: at once when
+        the writer is free, or when full or old enough (group commit, ``batch.hand_over_due``)."""
         s = self.settings
-        max_wait = s.batch_max_ms / 1000
+        max_age = s.batch_max_ms / 1000
         batch = self.checkpoints.batch
         # the bound counts records: an OTLP message holds tens, so ask for as many messages as
         # the last batches' records per message leave room for (one 20,000-message batch of
@@ -420,9 +417,9 @@ class Worker:
         if batch.messages:
             self._records_per_message = batch.size / batch.messages
         room = max(1, int((s.batch_max_messages - len(batch)) / self._records_per_message))
-        wait = max_wait if not batch else max(0.0, self.batch_started + max_wait - time.monotonic())
-        self._poll_began = time.monotonic()
-        raw = consumer.consume(num_messages=min(room, 10_000), timeout=min(wait, 0.5))
+        age = time.monotonic() - self.batch_started if batch else 0.0
+        wait = poll_wait(len(batch), age, not self.checkpoints.settled(), max_age_s=max_age)
+        raw = self._fetch(consumer, min(room, 10_000), wait)
         if not self._unchecked:
             self._take(raw)
         # else: read around the moment every broker went away, so maybe from a log that replaced
@@ -433,10 +430,28 @@ class Worker:
         if self.checkpoints.settled():
             self._join()
         batch = self.checkpoints.batch
-        if batch and (
-            len(batch) >= s.batch_max_messages or time.monotonic() >= self.batch_started + max_wait
+        age = time.monotonic() - self.batch_started
+        if hand_over_due(
+            len(batch),
+            age,
+            not self.checkpoints.settled(),
+            max_records=s.batch_max_messages,
+            max_age_s=max_age,
         ):
             self._submit()
+
+    def _fetch(self, consumer: Consumer, most: int, wait: float) -> list[Message]:
+        """Up to ``most`` messages, as soon as there is one. consume() waits out its whole
+        timeout unless it fills up, which made every batch of light traffic wait
+        RTMH_BATCH_MAX_MS; poll() returns at the first message, and consume(timeout=0) then
+        takes what is already fetched."""
+        first = consumer.poll(wait)
+        self._taken_at = time.monotonic()
+        if first is None:
+            return []
+        if most <= 1:
+            return [first]
+        return [first, *consumer.consume(num_messages=most - 1, timeout=0)]
 
     def _periodic(self, consumer: Consumer, clock: _Schedule, now: float) -> None:
         """The loop's timed chores: re-checks after an outage, topic checks and lag, partition
