@@ -1,15 +1,21 @@
-"""Where an assigned partition starts, asked of the broker: the message before the stored offset
-read back (``offsets.decide_start`` decides from the answer), the topic's id now, and the topic
+"""Where assigned partitions start, asked of the broker: the message before each stored offset
+read back (``offsets.decide_start`` decides from the answer), the topics' ids now, and a topic
 created when it is missing.
 
-The decision itself is pure (``offsets``); this is its I/O: a read-back the broker does not answer
-is asked again with backoff, never taken for a reset, until the worker stops.
+The decision itself is pure (``offsets``); this is its I/O, done for the whole set of partitions
+at once: one read-back of every stored offset that needs one, under one deadline, and one round
+of retries for the read-backs the broker did not answer. Asked one partition at a time, a broker
+silent on 100 of them held the assignment for 100 read-back timeouts (issue 15). An unanswered
+read-back is asked again with backoff, never taken for a reset, until the worker stops.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
+from typing import Protocol, runtime_checkable
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -19,12 +25,131 @@ from rtmh.ingest.batch import Partition, message_digest
 from rtmh.ingest.offsets import AskAgain, Probe, StartDecision, decide_start, needs_probe
 from rtmh.ingest.store import StoredOffset
 from rtmh.kafka.client import MessageReader, ensure_topics, topic_ids
-from rtmh.records import ReadOutcome
+from rtmh.records import ReadBack, ReadOutcome
 
 log = logging.getLogger(__name__)
 
 #: longest wait between read-backs of a stored offset the broker did not answer
 PROBE_RETRY_MAX_SECONDS = 5.0
+#: the reason a topic this worker had to create gives every start on it
+CREATED_AGAIN = "the topic was missing and this worker created it again"
+
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """What one partition's start is decided on: its stored offset, its topic's id as known
+    (None: unknown), and why its topic is known to be a new one (None: it is not)."""
+
+    row: StoredOffset | None
+    topic_id: str | None
+    reason: str | None = None
+
+    def needs_read(self) -> bool:
+        return self.reason is None and self.row is not None and needs_probe(self.row, self.topic_id)
+
+
+#: a partition's start, and the topic id it was decided on
+Started = tuple[StartDecision, str | None]
+
+
+class OffsetReader(Protocol):
+    """A reader that answers one offset at a time (a test's, injecting faults)."""
+
+    def read(self, topic: str, partition: int, offset: int, timeout: float = 2.0) -> ReadBack: ...
+
+    def watermarks(self, topic: str, partition: int) -> tuple[int, int] | None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class SetReader(Protocol):
+    """A reader that answers a set of partitions at once (``MessageReader``)."""
+
+    def read_many(
+        self, wanted: Mapping[Partition, int], timeout: float = 2.0
+    ) -> dict[Partition, ReadBack]: ...
+
+    def watermarks_many(
+        self, parts: Collection[Partition], timeout: float = 2.0
+    ) -> dict[Partition, tuple[int, int] | None]: ...
+
+    def close(self) -> None: ...
+
+
+class OneAtATime:
+    """An ``OffsetReader`` asked for a set: each partition in turn."""
+
+    def __init__(self, reader: OffsetReader) -> None:
+        self._reader = reader
+
+    def read_many(
+        self, wanted: Mapping[Partition, int], timeout: float = 2.0
+    ) -> dict[Partition, ReadBack]:
+        return {part: self._reader.read(*part, offset, timeout) for part, offset in wanted.items()}
+
+    def watermarks_many(
+        self, parts: Collection[Partition], timeout: float = 2.0
+    ) -> dict[Partition, tuple[int, int] | None]:
+        return {part: self._reader.watermarks(*part) for part in parts}
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def to_probe(back: ReadBack, marks: tuple[int, int] | None) -> Probe:
+    """The probe ``decide_start`` takes, from a read-back and (for an absence) the watermarks."""
+    if back.outcome is ReadOutcome.FOUND and back.message is not None:
+        return Probe(None, back.outcome, message_digest(back.message), back.detail)
+    return Probe(
+        marks if back.outcome is ReadOutcome.MISSING else None, back.outcome, None, back.detail
+    )
+
+
+#: what a partition no read-back answered for is taken as: no answer (asked again)
+NO_ANSWER = Probe(None, ReadOutcome.UNKNOWN, None, "the reader gave no answer for it")
+
+
+def decide_round(
+    asked: Mapping[Partition, Asked], probes: Mapping[Partition, Probe]
+) -> tuple[dict[Partition, Started], dict[Partition, AskAgain]]:
+    """One round of decisions: the starts decided, and the partitions to ask about again (their
+    read-back got no answer). A partition whose read-back is needed but absent from ``probes``
+    is one to ask again, never a start at its stored offset."""
+    decided: dict[Partition, Started] = {}
+    again: dict[Partition, AskAgain] = {}
+    for part, a in asked.items():
+        probe = probes.get(part, NO_ANSWER) if a.needs_read() else None
+        decision = decide_start(f"{part[0]}[{part[1]}]", a.row, probe, a.reason, a.topic_id)
+        if isinstance(decision, AskAgain):
+            again[part] = decision
+        else:
+            decided[part] = (decision, a.topic_id)
+    return decided, again
+
+
+def with_topics_now(
+    asked: Mapping[Partition, Asked], found: tuple[list[str], dict[str, str]] | None
+) -> dict[Partition, Asked]:
+    """``asked`` with what a topic check found: each topic's id now, and the reason a topic this
+    worker had to create is a new one. Unchanged when the broker could not be asked (None)."""
+    if found is None:
+        return dict(asked)
+    created, ids = found
+    return {
+        part: replace(
+            a,
+            topic_id=ids.get(part[0], a.topic_id),
+            reason=CREATED_AGAIN if part[0] in created else a.reason,
+        )
+        for part, a in asked.items()
+    }
+
+
+def _summary(again: Mapping[Partition, AskAgain], shown: int = 3) -> str:
+    reasons = [a.reason for _, a in sorted(again.items())]
+    more = f"; and {len(reasons) - shown} more" if len(reasons) > shown else ""
+    return "; ".join(reasons[:shown]) + more
 
 
 class Starts:
@@ -38,7 +163,7 @@ class Starts:
         partitions: int,
         admin: AdminClient,
         stop: threading.Event,
-        reader: MessageReader | None = None,
+        reader: SetReader | OffsetReader | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
@@ -77,55 +202,69 @@ class Starts:
             log.info("could not ask the broker for topic ids: %s", err)
             return None
 
-    def probe(self, part: Partition, stored: StoredOffset) -> Probe:
-        assert self._reader is not None
-        back = self._reader.read(part[0], part[1], stored.next_offset - 1)
-        if back.outcome is ReadOutcome.FOUND and back.message is not None:
-            return Probe(None, back.outcome, message_digest(back.message), back.detail)
-        # only an absence needs the watermarks (retention or a shorter log)
-        marks = self._reader.watermarks(*part) if back.outcome is ReadOutcome.MISSING else None
-        return Probe(marks, back.outcome, None, back.detail)
+    def probe_all(self, rows: Mapping[Partition, StoredOffset]) -> dict[Partition, Probe]:
+        """Read the message before each stored offset back, the whole set at once; the
+        watermarks only for those the broker says it does not hold (retention or a shorter log)."""
+        if not rows:
+            return {}
+        reader = self._set_reader()
+        backs = reader.read_many({part: row.next_offset - 1 for part, row in rows.items()})
+        missing = [p for p, back in backs.items() if back.outcome is ReadOutcome.MISSING]
+        marks = reader.watermarks_many(missing) if missing else {}
+        return {part: to_probe(back, marks.get(part)) for part, back in backs.items()}
 
-    def start(
-        self, part: Partition, row: StoredOffset | None, topic_id: str | None, reason: str | None
-    ) -> tuple[StartDecision, str | None] | None:
-        """Where ``part`` starts, and the topic id that start was decided on. A read-back the
-        broker does not answer is asked again, never taken for a reset; before each new attempt
-        the topic's id is asked again (a broker that restarted empty shows a new id, or no topic:
-        created here, as the topic check would). None when the worker stops before it knows."""
+    def start_all(
+        self,
+        parts: Collection[Partition],
+        stored: Mapping[Partition, StoredOffset],
+        ids: Mapping[str, str] | None,
+        reasons: Mapping[str, str],
+    ) -> dict[Partition, Started]:
+        """Where each of ``parts`` starts, and the topic id that start was decided on.
+        ``stored``: the offsets PostgreSQL holds; ``ids``: the topics' ids as known (None:
+        unknown); ``reasons``: topics known to be new ones, with the reason.
+
+        The read-backs of the whole set are asked at once; those the broker does not answer are
+        asked again together, never taken for a reset, and before each new round their topics'
+        ids are asked again (a broker that restarted empty shows a new id, or no topic: created
+        here, as the topic check would). Partitions left out of the answer were not decided
+        because the worker is stopping."""
+        decided: dict[Partition, Started] = {}
+        pending = {
+            part: Asked(
+                stored.get(part), None if ids is None else ids.get(part[0]), reasons.get(part[0])
+            )
+            for part in parts
+        }
         delay = 0.5
-        asked = 0
+        rounds = 0
         while True:
-            probe = None
-            if reason is None and row is not None and needs_probe(row, topic_id):
-                probe = self.probe(part, row)
-            decision = decide_start(f"{part[0]}[{part[1]}]", row, probe, reason, topic_id)
-            if not isinstance(decision, AskAgain):
-                return decision, topic_id
-            asked += 1
-            metrics.PROBE_RETRIES.inc()
-            if asked == 1 or asked % 10 == 0:
+            probes = self.probe_all(
+                {p: a.row for p, a in pending.items() if a.row is not None and a.needs_read()}
+            )
+            done, again = decide_round(pending, probes)
+            decided.update(done)
+            if not again:
+                return decided
+            rounds += 1
+            metrics.PROBE_RETRIES.inc(len(again))
+            if rounds == 1 or rounds % 10 == 0:
                 log.warning(
-                    "%s; asking again in %.1f s (attempt %d). Nothing is consumed from this "
-                    "partition until the broker answers.",
-                    decision.reason,
+                    "%d partition(s) not answered: %s; asking again in %.1f s (attempt %d). "
+                    "Nothing is consumed from them until the broker answers.",
+                    len(again),
+                    _summary(again),
                     delay,
-                    asked,
+                    rounds,
                 )
             if self._stop.wait(delay):
-                return None
+                return decided
             delay = min(delay * 2, PROBE_RETRY_MAX_SECONDS)
-            topic_id, reason = self.topic_now(part[0], topic_id, reason)
+            topics = sorted({part[0] for part in again})
+            pending = with_topics_now({p: pending[p] for p in again}, self.ensure_topics(topics))
 
-    def topic_now(
-        self, topic: str, topic_id: str | None, reason: str | None
-    ) -> tuple[str | None, str | None]:
-        """The topic's id as the broker says now, and the reason it is a new topic if this
-        worker had to create it; what was known before when the broker cannot be asked."""
-        found = self.ensure_topics([topic])
-        if found is None:  # the broker is unreachable: nothing new is known
-            return topic_id, reason
-        created, ids = found
-        if created:
-            reason = "the topic was missing and this worker created it again"
-        return ids.get(topic, topic_id), reason
+    def _set_reader(self) -> SetReader:
+        assert self._reader is not None, "open() first"
+        if isinstance(self._reader, SetReader):
+            return self._reader
+        return OneAtATime(self._reader)

@@ -7,14 +7,16 @@ worker take over a killed worker's partitions within ~8 s.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from confluent_kafka import (
     Consumer,
+    IsolationLevel,
     KafkaError,
     KafkaException,
     Message,
@@ -23,6 +25,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._listoffsets import OffsetSpec  # admin/__init__ does not re-export it
 from confluent_kafka.cimpl import NewTopic
 
 from rtmh.records import KafkaMessage, ReadBack, ReadOutcome
@@ -203,10 +206,19 @@ def to_record(msg: Message) -> KafkaMessage:
     )
 
 
+#: the low and the high watermark, as ``AdminClient.list_offsets`` asks for them
+_ENDS = (OffsetSpec.earliest(), OffsetSpec.latest())  # type: ignore[no-untyped-call]
+
+#: a partition as the reader names it (rtmh.ingest.batch.Partition, which this stage cannot import)
+TopicPart = tuple[str, int]
+
+
 class MessageReader:
-    """Reads single messages by offset, outside any consumer group (used to verify offsets)."""
+    """Reads messages back by offset, outside any consumer group (used to verify offsets): one
+    partition, or a set of them at once."""
 
     def __init__(self, bootstrap: str):
+        self._bootstrap = bootstrap
         self._consumer = Consumer(
             {
                 **_common(bootstrap),
@@ -217,67 +229,112 @@ class MessageReader:
                 "fetch.wait.max.ms": 50,
             }
         )
+        #: for the watermarks of a set (ListOffsets for every partition in one request)
+        self._admin: AdminClient | None = None
 
     def read(self, topic: str, partition: int, offset: int, timeout: float = 2.0) -> ReadBack:
-        """Read the message at ``offset`` back. Only the broker's own words make it MISSING (no
-        such partition, out of range, the end of its log before ``offset``); an error or no
-        answer within ``timeout`` is UNKNOWN, never taken for an absence."""
-        known = self._refresh(topic, partition, timeout)
-        if known is not None:
-            return known
-        self._consumer.assign([TopicPartition(topic, partition, offset)])
-        deadline = time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline:
-                msg = self._consumer.poll(0.1)
-                if msg is None:
-                    continue
-                err = msg.error()
-                got = msg.offset()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        # on a real Kafka, the end of the log; the embedded broker's high
-                        # watermark under-reports, but it answers a fetch below its end with
-                        # messages, not with an end (measured)
-                        if got is not None and 0 <= got <= offset:
-                            return ReadBack(ReadOutcome.MISSING, detail=f"the log ends at {got}")
-                        continue
-                    if err.code() in (
-                        KafkaError._AUTO_OFFSET_RESET,
-                        KafkaError.OFFSET_OUT_OF_RANGE,
-                    ):
-                        return ReadBack(ReadOutcome.MISSING, detail=err.str())
-                    return ReadBack(ReadOutcome.UNKNOWN, detail=err.str())
-                if got == offset:
-                    return ReadBack(ReadOutcome.FOUND, to_record(msg))
-                if got is not None and got > offset:
-                    return ReadBack(ReadOutcome.LATER, to_record(msg))
-            return ReadBack(ReadOutcome.UNKNOWN, detail=f"no answer within {timeout:g} s")
-        finally:
-            self._consumer.unassign()
+        """Read the message at ``offset`` back (see ``read_many``)."""
+        return self.read_many({(topic, partition): offset}, timeout)[(topic, partition)]
 
-    def _refresh(self, topic: str, partition: int, timeout: float) -> ReadBack | None:
-        """Fetch the topic's metadata now; the answer when it already settles the read (no such
-        partition: MISSING; no metadata: UNKNOWN), else None.
+    def read_many(
+        self, wanted: Mapping[TopicPart, int], timeout: float = 2.0
+    ) -> dict[TopicPart, ReadBack]:
+        """Read the message at each partition's offset back, every partition at once: one
+        metadata request a topic, one assignment, and one ``timeout`` for the whole set, however
+        many partitions it holds (in series, 100 partitions the broker is silent on took 100
+        times ``timeout``).
+
+        Only the broker's own words make an answer MISSING (no such partition, out of range, the
+        end of its log before the offset); an error or no answer within ``timeout`` is UNKNOWN,
+        never taken for an absence. Every partition asked gets an answer."""
+        answers: dict[TopicPart, ReadBack] = {}
+        topics = sorted({topic for topic, _ in wanted})
+        asked_meta = time.monotonic() + timeout
+        for topic in topics:
+            parts = [p for t, p in wanted if t == topic]
+            answers.update(self._refresh(topic, parts, asked_meta - time.monotonic()))
+        waiting = {part: offset for part, offset in wanted.items() if part not in answers}
+        if waiting:
+            self._consumer.assign([TopicPartition(t, p, o) for (t, p), o in waiting.items()])
+            paused: list[TopicPartition] = []
+            try:
+                self._fetch(waiting, answers, timeout, paused)
+            finally:
+                # a pause outlives the assignment: a partition paused here and assigned again by
+                # a later read would never be fetched (measured, librdkafka 2.16)
+                if paused:
+                    self._consumer.resume(paused)
+                self._consumer.unassign()
+        return answers
+
+    def _fetch(
+        self,
+        waiting: Mapping[TopicPart, int],
+        answers: dict[TopicPart, ReadBack],
+        timeout: float,
+        paused: list[TopicPartition],
+    ) -> None:
+        """Consume the assigned partitions until each has its answer or ``timeout`` passes;
+        those without one are UNKNOWN. A partition is paused (added to ``paused``) once its
+        answer is in."""
+        deadline = time.monotonic() + timeout
+        left = len(waiting)
+        silence = f"no answer within {timeout:g} s"
+        while left and (remaining := deadline - time.monotonic()) > 0:
+            for msg in self._consumer.consume(num_messages=1000, timeout=min(remaining, 0.1)):
+                topic, partition = msg.topic(), msg.partition()
+                if topic is None or partition is None:
+                    err = msg.error()
+                    if err is not None:
+                        # the client's own error, no partition's (a connection lost): it proves
+                        # nothing about any log, but it is why a partition may go unanswered
+                        silence = f"no answer within {timeout:g} s ({err.str()})"
+                    continue
+                part = (topic, partition)
+                if part not in waiting or part in answers:
+                    continue
+                answer = answer_for(msg, waiting[part])
+                if answer is not None:
+                    answers[part] = answer
+                    left -= 1
+                    # stop fetching what the set no longer waits on
+                    paused.append(TopicPartition(topic, partition))
+                    self._consumer.pause(paused[-1:])
+        for part in waiting.keys() - answers.keys():
+            answers[part] = ReadBack(ReadOutcome.UNKNOWN, detail=silence)
+
+    def _refresh(
+        self, topic: str, partitions: list[int], timeout: float
+    ) -> dict[TopicPart, ReadBack]:
+        """Fetch the topic's metadata now; the answers it already settles (no such partition:
+        MISSING; no metadata: UNKNOWN), the partitions it leaves to the fetch left out.
 
         Never fetch with what the handle cached earlier: after a broker restart the cache still
         holds the old topic id, tansu answers a fetch for an unknown id with topic id zero and a
         CurrentLeader hint, and librdkafka (2.16) turns that hint into a metadata update that it
         looks up by a NULL topic name: SIGSEGV in its main thread (issue 24)."""
+
+        def every(outcome: ReadOutcome, detail: str) -> dict[TopicPart, ReadBack]:
+            return {(topic, p): ReadBack(outcome, detail=detail) for p in partitions}
+
+        if timeout <= 0:
+            return every(ReadOutcome.UNKNOWN, "no metadata: the set's time ran out")
         try:
             topics = self._consumer.list_topics(topic, timeout=timeout).topics
         except KafkaException as err:
-            return ReadBack(ReadOutcome.UNKNOWN, detail=f"no metadata: {err}")
+            return every(ReadOutcome.UNKNOWN, f"no metadata: {err}")
         meta = topics.get(topic)
         if meta is None or (
             meta.error is not None and meta.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
         ):
-            return ReadBack(ReadOutcome.MISSING, detail="the broker has no such topic")
+            return every(ReadOutcome.MISSING, "the broker has no such topic")
         if meta.error is not None:
-            return ReadBack(ReadOutcome.UNKNOWN, detail=f"metadata: {meta.error}")
-        if partition not in meta.partitions:
-            return ReadBack(ReadOutcome.MISSING, detail="the broker has no such partition")
-        return None
+            return every(ReadOutcome.UNKNOWN, f"metadata: {meta.error}")
+        return {
+            (topic, p): ReadBack(ReadOutcome.MISSING, detail="the broker has no such partition")
+            for p in partitions
+            if p not in meta.partitions
+        }
 
     def watermarks(self, topic: str, partition: int) -> tuple[int, int] | None:
         try:
@@ -288,8 +345,70 @@ class MessageReader:
         except KafkaException:
             return None
 
+    def watermarks_many(
+        self, parts: Collection[TopicPart], timeout: float = 2.0
+    ) -> dict[TopicPart, tuple[int, int] | None]:
+        """Each partition's (low, high) watermarks, as ``watermarks`` gives them (the high one
+        the last stable offset), asked for the whole set in one request for each end; None for
+        a partition the broker did not answer for."""
+        marks: dict[TopicPart, tuple[int, int] | None] = dict.fromkeys(parts)
+        if not parts:
+            return marks
+        if self._admin is None:
+            self._admin = AdminClient(_common(self._bootstrap))
+        ends: list[dict[TopicPart, int]] = []
+        try:
+            asked = [
+                self._admin.list_offsets(
+                    {TopicPartition(t, p): spec for t, p in parts},
+                    isolation_level=IsolationLevel.READ_COMMITTED,
+                    request_timeout=timeout,
+                )
+                for spec in _ENDS
+            ]
+            deadline = time.monotonic() + timeout
+            for futures in asked:
+                end: dict[TopicPart, int] = {}
+                for tp, future in futures.items():
+                    try:
+                        left = max(0.0, deadline - time.monotonic())
+                        end[(tp.topic, tp.partition)] = int(future.result(left).offset)
+                    except (KafkaException, concurrent.futures.TimeoutError):
+                        continue
+                ends.append(end)
+        except KafkaException:
+            return marks
+        low, high = ends
+        for part in parts:
+            if part in low and part in high:
+                marks[part] = (low[part], high[part])
+        return marks
+
     def close(self) -> None:
         self._consumer.close()
+
+
+def answer_for(msg: Message, offset: int) -> ReadBack | None:
+    """What one consumed event says about the message at ``offset`` of its partition; None when
+    it says nothing yet (keep waiting)."""
+    err = msg.error()
+    got = msg.offset()
+    if err is not None:
+        if err.code() == KafkaError._PARTITION_EOF:
+            # on a real Kafka, the end of the log; the embedded broker's high watermark
+            # under-reports, but it answers a fetch below its end with messages, not with an end
+            # (measured)
+            if got is not None and 0 <= got <= offset:
+                return ReadBack(ReadOutcome.MISSING, detail=f"the log ends at {got}")
+            return None
+        if err.code() in OUT_OF_RANGE:
+            return ReadBack(ReadOutcome.MISSING, detail=err.str())
+        return ReadBack(ReadOutcome.UNKNOWN, detail=err.str())
+    if got == offset:
+        return ReadBack(ReadOutcome.FOUND, to_record(msg))
+    if got is not None and got > offset:
+        return ReadBack(ReadOutcome.LATER, to_record(msg))
+    return None
 
 
 def produce_waiting(
