@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import psycopg
@@ -40,6 +40,9 @@ from rtmh.console import make_console
 from rtmh.db.connect import describe_url, normalise_url
 from rtmh.db.databases import create_database, create_template, database_name, drop_database
 from rtmh.db.queries import load
+
+if TYPE_CHECKING:
+    from rtmh.embedded.gate import Gate
 
 SQL = load("bench")
 
@@ -67,6 +70,9 @@ class BenchServers:
     workdir: Path
     #: pids of the embedded servers ("postgres", "broker"), for CPU accounting
     pids: dict[str, int] = field(default_factory=dict)
+    #: the gate in front of the embedded broker, when asked for (``gated``): a run can then
+    #: bound the broker's log the way `rtmh up` does (rtmh.embedded.log_roll)
+    gate: Gate | None = None
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time used so far by each embedded server, its children included."""
@@ -89,9 +95,11 @@ def bench_servers(
     console: Console | None = None,
     fast_unsafe: bool = False,
     broker: bool = True,
+    gated: bool = False,
 ) -> Iterator[BenchServers]:
     """The given servers, or embedded ones (durable settings unless ``fast_unsafe``); without
-    ``broker``, PostgreSQL only (``bootstrap`` is then "")."""
+    ``broker``, PostgreSQL only (``bootstrap`` is then ""); ``gated``: an embedded broker
+    behind the gate, as `rtmh up` runs it."""
     from rtmh.embedded.broker import EmbeddedBroker
     from rtmh.embedded.postgres import EmbeddedPostgres
     from rtmh.kafka.client import wait_for_broker
@@ -116,7 +124,7 @@ def bench_servers(
             wait_for_broker(bootstrap, timeout=15)
             servers_bootstrap = bootstrap
         elif broker:
-            kafka = EmbeddedBroker(workdir / "broker")
+            kafka = EmbeddedBroker(workdir / "broker", gated=gated)
             servers_bootstrap = kafka.start()
             wait_for_broker(servers_bootstrap, timeout=30)
         pids = {}
@@ -125,7 +133,13 @@ def bench_servers(
         if kafka is not None and kafka.proc is not None:
             pids["broker"] = kafka.proc.pid
         yield BenchServers(
-            admin_url, servers_bootstrap, pg is not None, kafka is not None, workdir, pids
+            admin_url,
+            servers_bootstrap,
+            pg is not None,
+            kafka is not None,
+            workdir,
+            pids,
+            kafka.gate if kafka is not None else None,
         )
     finally:
         if kafka is not None:

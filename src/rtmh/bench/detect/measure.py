@@ -245,4 +245,6 @@ def _background(o: Observed) -> dict[str, Any]:
         "drain_after_stop_s": o.drain_s,
         "worker_join_s": o.join_s,
         "cpu_percent_of_one_core": o.cpu_percent,
+        "broker_log_rolls": len(o.rolls),
+        "broker_roll_max_hold_ms": round(max((r.held_s for r in o.rolls), default=0.0) * 1000),
     }

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rtmh.config import Settings
+from rtmh.embedded.log_roll import RollOutcome
 from rtmh.simulate import service_names
 
 #: the rule the bursts must trip, as shipped in 002_sample_data.sql
@@ -133,6 +134,8 @@ class Observed:
     cpu_percent: dict[str, float]
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float]
+    #: the embedded broker's log rolls (none on a broker the user brought)
+    rolls: list[RollOutcome] = field(default_factory=list)
 
 
 #: (JSON key, label, later clock, earlier clock): each reported latency is later - earlier

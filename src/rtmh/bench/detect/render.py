@@ -71,6 +71,11 @@ def run_table(result: dict[str, Any]) -> Table:
             ["max lag (messages)", f"{bg['max_lag_messages']:,}"],
             ["drain after the traffic stopped", f"{bg['drain_after_stop_s']:.2f} s"],
             ["CPU (% of one core)", cpu],
+            [
+                "embedded broker log rolls",
+                f"{bg.get('broker_log_rolls', 0)}, writes held at most "
+                f"{bg.get('broker_roll_max_hold_ms', 0)} ms",
+            ],
             ["missed bursts", ", ".join(map(str, result["missed"])) or "none"],
             [
                 "bursts masked by a live incident",

@@ -37,9 +37,10 @@ from rtmh.bench.detect.model import (
     schedule,
 )
 from rtmh.bench.detect.traffic import BurstTraffic
-from rtmh.bench.detect.watcher import Watcher
+from rtmh.bench.detect.watcher import Committed, Watcher
 from rtmh.bench.processes import CpuMeter, RtmhProcess, log_tail
 from rtmh.config import Settings
+from rtmh.embedded.log_roll import LogRoller, RollOutcome, RollPolicy
 
 #: how long the worker may take to join its group and commit the first message
 JOIN_TIMEOUT_S = 90.0
@@ -48,8 +49,10 @@ JOIN_TIMEOUT_S = 90.0
 def run(settings: Settings, config: DetectConfig, console: Console) -> dict[str, Any]:
     """One run on the servers the settings name (embedded ones otherwise); its figures."""
     started_at = now_iso()
+    # the embedded broker runs behind the gate with its log bounded, as `rtmh up` runs it: left
+    # unbounded at 10,000 msg/s its CPU passes a core within a minute (issue 15)
     with bench_servers(
-        settings.postgres_url, settings.kafka_bootstrap_servers, console=console
+        settings.postgres_url, settings.kafka_bootstrap_servers, console=console, gated=True
     ) as srv:
         dbs = Databases(srv.admin_url)
         try:
@@ -88,20 +91,16 @@ def configure_rule(url: str) -> RuleParams:
     )
 
 
-def committed(url: str, group: str) -> int:
-    """Messages the group has committed so far."""
-    with psycopg.connect(url) as conn:
-        row = conn.execute(SQL.committed_offsets, (group,)).fetchone()
-    return int(row[0]) if row else 0
-
-
-def wait_committed(url: str, group: str, produced: int, check: Callable[[], None]) -> float:
+def wait_committed(
+    url: str, committed: Committed, produced: int, check: Callable[[], None]
+) -> float:
     """Seconds until the group has committed ``produced`` messages; ``check()`` between polls
     raises to give up (the worker died, or too long)."""
     started = time.monotonic()
-    while committed(url, group) < produced:
-        check()
-        time.sleep(0.05)
+    with psycopg.connect(url, autocommit=True) as conn:
+        while committed.read(conn) < produced:
+            check()
+            time.sleep(0.05)
     return time.monotonic() - started
 
 
@@ -146,6 +145,12 @@ class _Run:
     #: produced/committed counts when the warm-up ends (t0) and when the traffic stops (t1)
     window: dict[str, float] = field(default_factory=dict)
     cpu_percent: dict[str, float] = field(default_factory=dict)
+    #: the embedded broker's log rolls during the run
+    rolls: list[RollOutcome] = field(default_factory=list)
+    committed: Committed = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.committed = Committed(self.group)
 
     def observe(self) -> Observed:
         from rtmh.kafka.client import ensure_topics, make_producer
@@ -165,7 +170,7 @@ class _Run:
             schedule(self.config),
         )
         env = worker_env(s, self.url, self.srv.bootstrap, self.prefix, self.group)
-        watcher = Watcher(self.url, rule.id, self.group, lambda: traffic.produced)
+        watcher = Watcher(self.url, rule.id, self.committed, lambda: traffic.produced)
         load_before = os.getloadavg()
         with ExitStack() as cleanup:
             if not self.srv.embedded_broker:
@@ -174,6 +179,7 @@ class _Run:
             worker = cleanup.enter_context(
                 RtmhProcess("worker", env, self.srv.workdir / "worker.log", own_session=True)
             )
+            self._bound_broker_log(cleanup, list(topics.values()))
             cleanup.callback(watcher.stop_event.set)
             ran, join_s, drain_s = self._measured(traffic, watcher, worker, producer)
         return Observed(
@@ -190,10 +196,32 @@ class _Run:
             join_s=join_s,
             drain_s=drain_s,
             max_lag=watcher.max_lag,
+            rolls=[r for r in self.rolls if r.rolled],
             cpu_percent=self.cpu_percent,
             load_before=load_before,
             load_after=os.getloadavg(),
         )
+
+    def _bound_broker_log(self, cleanup: ExitStack, topics: list[str]) -> None:
+        """Roll the embedded broker's topics as `rtmh up` does (stopped before the worker)."""
+        if self.srv.gate is None:
+            return
+        roller = LogRoller(
+            self.srv.gate,
+            self.srv.bootstrap,
+            self.url,
+            self.group,
+            topics,
+            self.settings.partitions,
+            RollPolicy(max_batches=self.settings.embedded_broker_max_batches),
+            self._rolled,
+        )
+        roller.start()
+        cleanup.callback(roller.stop)
+
+    def _rolled(self, outcome: RollOutcome) -> None:
+        self.committed.rolled(outcome)
+        self.rolls.append(outcome)
 
     def _measured(
         self, traffic: BurstTraffic, watcher: Watcher, worker: RtmhProcess, producer: Any
@@ -214,14 +242,14 @@ class _Run:
             with self.console.status("waiting for the worker to commit everything produced"):
                 drain_s = wait_committed(
                     self.url,
-                    self.group,
+                    self.committed,
                     traffic.produced,
                     give_up_after(
                         worker,
                         DRAIN_TIMEOUT_S,
                         lambda: (
                             f"the worker did not catch up within {DRAIN_TIMEOUT_S:.0f} s "
-                            "after the traffic stopped"
+                            f"after the traffic stopped; log tail:\n{log_tail(worker.log_path)}"
                         ),
                     ),
                 )
@@ -247,7 +275,7 @@ class _Run:
                     f"tail:\n{log_tail(worker.log_path)}"
                 ),
             )
-            wait_committed(self.url, self.group, traffic.produced, check)
+            wait_committed(self.url, self.committed, traffic.produced, check)
             return time.monotonic() - started
 
     def _traffic(

@@ -12,17 +12,45 @@ import psycopg
 
 from rtmh.bench.common import SQL
 from rtmh.bench.detect.model import POLL_S, IncidentEvent
+from rtmh.embedded.log_roll import RollOutcome
+
+
+class Committed:
+    """Messages the worker's group has committed: its next offsets, plus every message a roll of
+    the embedded broker's log took away (a roll moves the offsets back to 0 of the new logs).
+
+    Never goes backwards: between the roll's commit and its report the offsets alone read low."""
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+        self.rolled_away = 0
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def rolled(self, outcome: RollOutcome) -> None:
+        """A roll's report (on the roller's thread)."""
+        if outcome.rolled:
+            with self._lock:
+                self.rolled_away += outcome.messages
+
+    def read(self, conn: psycopg.Connection[Any]) -> int:
+        row = conn.execute(SQL.committed_offsets, (self.group,)).fetchone()
+        with self._lock:
+            self._last = max(self._last, (int(row[0]) if row else 0) + self.rolled_away)
+            return self._last
 
 
 class Watcher(threading.Thread):
     """LISTENs for the outbox NOTIFY (sent at commit) and polls as a fallback; records when each
     opened/reopened/resolved timeline row of the rule became visible. Also samples lag."""
 
-    def __init__(self, url: str, rule_id: int, group: str, produced: Callable[[], int]):
+    def __init__(
+        self, url: str, rule_id: int, committed: Committed, produced: Callable[[], int]
+    ) -> None:
         super().__init__(name="bench-detect-watcher", daemon=True)
         self.url = url
         self.rule_id = rule_id
-        self.group = group
+        self.counter = committed
         self.produced = produced
         self.events: list[IncidentEvent] = []
         self.lock = threading.Lock()
@@ -64,8 +92,7 @@ class Watcher(threading.Thread):
 
     def _sample_lag(self, query: psycopg.Connection[Any]) -> None:
         produced = self.produced()
-        row = query.execute(SQL.committed_offsets, (self.group,)).fetchone()
-        self.committed = int(row[0]) if row else 0
+        self.committed = self.counter.read(query)
         self.max_lag = max(self.max_lag, produced - self.committed)
 
     def snapshot(self) -> list[IncidentEvent]:

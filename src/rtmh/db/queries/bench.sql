@@ -119,3 +119,10 @@ SELECT count(*),
        max(created_at)
 FROM raw_events
 WHERE topic = ANY(%s) AND created_at > %s
+
+-- name: cardinality_keys
+-- `rtmh bench cardinality`: the window keys a run left in metrics_agg, the rows of the fold key
+-- (parameter: __other__), and the distinct services raw_events holds (every one, folded or not).
+SELECT (SELECT count(DISTINCT window_key) FROM metrics_agg),
+       (SELECT count(*) FROM metrics_agg WHERE window_key = %s),
+       (SELECT count(DISTINCT service) FROM raw_events)
