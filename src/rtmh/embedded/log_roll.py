@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import psycopg
 from confluent_kafka.admin import AdminClient
 
 from rtmh.db.connect import connect
@@ -117,6 +118,23 @@ class RollOutcome:
         return f"broker log not rolled ({self.reason}): {self.detail}; trying again later"
 
 
+class _Marks:
+    """Milliseconds from the moment writes were held to each step of a roll (debug log)."""
+
+    def __init__(self) -> None:
+        self.began = time.monotonic()
+        self.steps: list[tuple[str, float]] = []
+
+    def mark(self, step: str) -> None:
+        self.steps.append((step, time.monotonic() - self.began))
+
+    def total(self) -> float:
+        return time.monotonic() - self.began
+
+    def __str__(self) -> str:
+        return ", ".join(f"{step} {at * 1000:.0f} ms" for step, at in self.steps)
+
+
 class LogRoller:
     """Rolls the embedded broker's ``topics`` for ``group_id`` when ``roll_due`` says so, from a
     thread of its own; each outcome goes to ``report``."""
@@ -147,6 +165,7 @@ class LogRoller:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="log-roll", daemon=True)
         self._admin: AdminClient | None = None
+        self._conn: psycopg.Connection | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -155,6 +174,8 @@ class LogRoller:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(self.policy.catch_up_timeout_s + self.policy.drain_timeout_s + 10)
+        if self._conn is not None and not self._thread.is_alive():
+            self._conn.close()
 
     def _run(self) -> None:
         not_before = 0.0
@@ -180,21 +201,26 @@ class LogRoller:
 
     def roll(self, reason: str) -> RollOutcome:
         """One roll, now; writes are held for as long as it takes and let through after."""
-        admin = self._admin = self._admin or make_admin(self.bootstrap)
-        began = time.monotonic()
+        # connected and asked before writes are held: each new client's first request costs a
+        # connection and a metadata round trip, all of it added to the hold
+        admin = self._connected_admin()
+        partitions = self._partition_counts(admin)
+        marks = _Marks()
         before = self.gate.stats()
         ends = self.gate.hold(self.policy.drain_timeout_s)
+        marks.mark("drained")
         if ends is None:
             return RollOutcome(
                 False,
                 reason,
                 f"writes sent were not acknowledged within {self.policy.drain_timeout_s:g} s",
-                time.monotonic() - began,
+                marks.total(),
             )
         rolled: list[str] = []
         try:
             ids = topic_ids(self.bootstrap, self.topics, timeout=5, admin=admin)
-            behind = self._wait_for_commits(ends, ids)
+            behind = self._wait_for_commits(self._db(), ends, ids)
+            marks.mark("committed")
             if behind:
                 shown = ", ".join(behind[:3]) + (" …" if len(behind) > 3 else "")
                 return RollOutcome(
@@ -202,27 +228,30 @@ class LogRoller:
                     reason,
                     f"group {self.group_id} had not committed everything within "
                     f"{self.policy.catch_up_timeout_s:g} s ({shown})",
-                    time.monotonic() - began,
+                    marks.total(),
                 )
-            partitions = self._partition_counts(admin)
             if not self.gate.hold_fetches(self.policy.drain_timeout_s):
                 return RollOutcome(
                     False,
                     reason,
                     f"fetches sent were not answered within {self.policy.drain_timeout_s:g} s",
-                    time.monotonic() - began,
+                    marks.total(),
                 )
+            marks.mark("fetches held")
             delete_topics(admin, self.topics)
             rolled = list(self.topics)
+            marks.mark("deleted")
             for count in sorted(set(partitions.values())):
                 same = [t for t in self.topics if partitions[t] == count]
                 ensure_topics(self.bootstrap, same, count, admin=admin, quiet=True)
             new_ids = topic_ids(self.bootstrap, self.topics, timeout=5, admin=admin)
+            marks.mark("created")
             try:
                 self._move_offsets(new_ids)
             except Exception as err:
                 # the worker still finds the new logs by their topic ids (its topic check)
                 log.warning("offsets not moved to the new logs after a roll: %s", err)
+            marks.mark("offsets moved")
         finally:
             if rolled:
                 # every client reconnects and reads the new topics' metadata before its held
@@ -230,15 +259,22 @@ class LogRoller:
                 self.gate.sever()
                 self._admin = None
             self.gate.release(rolled)
+        log.debug("log roll: %s", marks)
         return RollOutcome(
             True,
             reason,
             "",
-            time.monotonic() - began,
+            marks.total(),
             sum(ends.values()),
             sum(c.batches for c in before.logs.values()),
             before.size,
         )
+
+    def _connected_admin(self) -> AdminClient:
+        if self._admin is None:
+            self._admin = make_admin(self.bootstrap)
+            self._admin.list_topics(timeout=5)
+        return self._admin
 
     def wait_for_commits(self, timeout: float) -> list[str]:
         """Wait until the group has committed everything the broker acknowledged so far (what
@@ -246,21 +282,26 @@ class LogRoller:
         admin = self._admin = self._admin or make_admin(self.bootstrap)
         ends = {part: c.end for part, c in self.gate.stats().logs.items()}
         ids = topic_ids(self.bootstrap, self.topics, timeout=5, admin=admin)
-        return self._wait_for_commits(ends, ids, timeout)
+        # a connection of its own: the roller's thread may be using its one meanwhile
+        with connect(self.postgres_url, autocommit=True) as conn:
+            return self._wait_for_commits(conn, ends, ids, timeout)
 
     def _wait_for_commits(
-        self, ends: dict[Partition, int], ids: dict[str, str], timeout: float | None = None
+        self,
+        conn: psycopg.Connection,
+        ends: dict[Partition, int],
+        ids: dict[str, str],
+        timeout: float | None = None,
     ) -> list[str]:
         deadline = time.monotonic() + (
             self.policy.catch_up_timeout_s if timeout is None else timeout
         )
-        with connect(self.postgres_url) as conn:
-            while True:
-                stored = load_offsets(conn, self.group_id, self.topics)
-                behind = not_committed(ends, stored, ids)
-                if not behind or time.monotonic() >= deadline or self._stop.is_set():
-                    return behind
-                time.sleep(CATCH_UP_POLL_SECONDS)
+        while True:
+            stored = load_offsets(conn, self.group_id, self.topics)
+            behind = not_committed(ends, stored, ids)
+            if not behind or time.monotonic() >= deadline or self._stop.is_set():
+                return behind
+            time.sleep(CATCH_UP_POLL_SECONDS)
 
     def _partition_counts(self, admin: AdminClient) -> dict[str, int]:
         listed = admin.list_topics(timeout=5).topics
@@ -269,8 +310,15 @@ class LogRoller:
         }
 
     def _move_offsets(self, new_ids: dict[str, str]) -> None:
-        with connect(self.postgres_url) as conn:
+        conn = self._db()
+        with conn.transaction():
             for topic in self.topics:
                 moved = record_log_roll(conn, self.group_id, topic, new_ids.get(topic))
                 log.debug("offsets of %s moved to the new log: partitions %s", topic, moved)
-            conn.commit()
+
+    def _db(self) -> psycopg.Connection:
+        """The roller's own connection, kept between rolls: a new one is 10-20 ms more of the
+        hold. One that broke raised out of the roll (tried again later) and is opened again."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = connect(self.postgres_url, autocommit=True)
+        return self._conn
