@@ -78,10 +78,10 @@ def main(
         int | None, typer.Option(help="partitions of created topics [env RTMH_PARTITIONS, 4]")
     ] = None,
     batch_max_messages: Annotated[
-        int | None, typer.Option(help="batch closes at N messages [env RTMH_BATCH_MAX_MESSAGES]")
+        int | None, typer.Option(help="a batch holds N records at most [env RTMH_BATCH_MAX_MESSAGES]")
     ] = None,
     batch_max_ms: Annotated[
-        int | None, typer.Option(help="batch closes after N ms [env RTMH_BATCH_MAX_MS, 200]")
+        int | None, typer.Option(help="a batch waits N ms at most [env RTMH_BATCH_MAX_MS, 200]")
     ] = None,
     max_message_bytes: Annotated[
         int | None,

@@ -30,6 +30,7 @@ from rtmh.rules.lifecycle import (
     incident_title,
     live_notification,
     manual_transition,
+    refresh_only,
     step,
 )
 from rtmh.rules.model import (
@@ -822,3 +823,47 @@ def test_any_sequence_keeps_the_invariants(
                     apply_manual(latest, arg, now)
                 continue
             db.persist(latest, apply_manual(latest, arg, now))
+
+
+# --------------------------------------------------------------------------- refresh_only
+
+
+def test_a_live_incident_firing_again_is_only_a_refresh() -> None:
+    rule = make_rule()
+    live = opened(rule)
+    t = step(rule, live, fire(rule, T0 + 5, 0.31), T0 + 5)
+    assert t.changed and refresh_only(live, t)
+
+
+def test_a_new_peak_without_news_is_still_only_a_refresh() -> None:
+    rule = make_rule()
+    live = opened(rule, value=0.3)
+    t = step(rule, live, fire(rule, T0 + 5, 0.32), T0 + 5)
+    assert t.state is not None and t.state.peak_value == 0.32
+    assert refresh_only(live, t)
+
+
+def test_what_a_responder_or_the_timeline_sees_is_never_only_a_refresh() -> None:
+    rule = make_rule(resolve_after_seconds=20)
+    live = opened(rule)
+    # the first clear verdict starts the resolve countdown: clear_since is state, not a refresh
+    clearing = step(rule, live, clear(rule, T0 + 5), T0 + 5)
+    assert clearing.changed and not refresh_only(live, clearing)
+    assert clearing.state is not None
+    # firing again while clearing is a re-trigger
+    again = step(rule, clearing.state, fire(rule, T0 + 6), T0 + 6)
+    assert again.changed and not refresh_only(clearing.state, again)
+    # resolving
+    resolved = step(rule, clearing.state, clear(rule, T0 + 30), T0 + 30)
+    assert Resolve() in resolved.actions and not refresh_only(clearing.state, resolved)
+    # opening
+    fresh = step(rule, None, fire(rule, T0), T0)
+    assert not refresh_only(None, fresh)
+
+
+def test_a_repeat_notification_is_not_only_a_refresh() -> None:
+    rule = make_rule(repeat_interval_seconds=60)
+    live = opened(rule)
+    later = T0 + 61
+    t = step(rule, live, fire(rule, later), later)
+    assert t.notifications and not refresh_only(live, t)

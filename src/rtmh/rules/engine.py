@@ -35,6 +35,7 @@ from rtmh.rules.lifecycle import (
     fingerprint,
     idempotency_key,
     incident_title,
+    refresh_only,
     step,
 )
 from rtmh.rules.model import IncidentState, Rule
@@ -196,9 +197,12 @@ class RuleEngine:
         conn = self._db()
         with conn.transaction():
             latest, _row = store.lock_latest_incident(conn, fp)
-            transition = step(rule, current_state(latest, self.pending.get(fp)), obs, now)
+            before = current_state(latest, self.pending.get(fp))
+            transition = step(rule, before, obs, now)
             if not transition.changed:
                 return
+            if refresh_only(before, transition):
+                store.relax_commit(conn)
             new = self._persist(conn, rule, obs, transition)
         if new is None:
             self.pending.pop(fp, None)

@@ -74,6 +74,7 @@ __all__ = [
     "incident_title",
     "live_notification",
     "manual_transition",
+    "refresh_only",
     "step",
 ]
 
@@ -532,6 +533,22 @@ def _still_live(
             ),
         )
     return Transition(state=new, changed=new != state, actions=tuple(actions), timeline=timeline)
+
+
+def refresh_only(before: IncidentState | None, t: Transition) -> bool:
+    """Whether a transition only refreshes a live incident's running values (last_seen, last and
+    peak value): no status, timeline row or notification, nothing a responder acts on."""
+    if before is None or t.state is None or t.timeline or t.notifications:
+        return False
+    if before.status not in LIVE_STATUSES:
+        return False
+    kept = replace(
+        t.state,
+        last_seen=before.last_seen,
+        last_value=before.last_value,
+        peak_value=before.peak_value,
+    )
+    return kept == before
 
 
 def live_notification(

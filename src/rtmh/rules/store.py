@@ -72,6 +72,11 @@ def _window(row: Sequence[Any]) -> WindowValue:
     )
 
 
+def relax_commit(conn: psycopg.Connection) -> None:
+    """The current transaction commits without waiting for the WAL flush (see rules.sql)."""
+    conn.execute(SQL.relax_commit)
+
+
 def load_windows(conn: psycopg.Connection, keys: Iterable[WindowKey]) -> list[WindowValue]:
     ks, ts, ss = [], [], []
     for k, t, s in keys:

@@ -132,3 +132,11 @@ WHERE service = %s AND topic = ANY(%s) AND event_time > now() - interval '15 min
            AND (data->>'type' = 'Warning'
                 OR data->>'reason' IN ('Killing', 'ScalingReplicaSet', 'SuccessfulRescale'))))
 ORDER BY event_time DESC LIMIT 5
+
+-- name: relax_commit
+-- This transaction only refreshes a live incident's running values (rules.lifecycle.refresh_only):
+-- its COMMIT need not wait for the WAL flush. A crash may lose the last ~0.6 s of such refreshes
+-- (wal_writer_delay x 3); the next evaluation writes them again. Every evaluation of a live
+-- incident writes one, so with group commit they came many times a second, each waiting on an
+-- fsync on the rules engine's thread ahead of the evaluation that opens the next incident.
+SET LOCAL synchronous_commit = off
