@@ -78,7 +78,8 @@ def main(
         int | None, typer.Option(help="partitions of created topics [env RTMH_PARTITIONS, 4]")
     ] = None,
     batch_max_messages: Annotated[
-        int | None, typer.Option(help="a batch holds N records at most [env RTMH_BATCH_MAX_MESSAGES]")
+        int | None,
+        typer.Option(help="a batch holds N records at most [env RTMH_BATCH_MAX_MESSAGES]"),
     ] = None,
     batch_max_ms: Annotated[
         int | None, typer.Option(help="a batch waits N ms at most [env RTMH_BATCH_MAX_MS, 200]")
