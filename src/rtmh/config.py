@@ -109,6 +109,26 @@ class Settings(BaseSettings):
     window_slide_s: int = Field(
         default=10, ge=1, le=86_400, validation_alias=AliasChoices("RTMH_WINDOW_SLIDE_S")
     )
+    window_max_new_keys_per_batch: int = Field(
+        default=1_000,
+        ge=1,
+        le=1_000_000,
+        validation_alias=AliasChoices(
+            "RTMH_WINDOW_MAX_NEW_KEYS_PER_BATCH", "window_max_new_keys_per_batch"
+        ),
+        description="window keys (services) never seen before that one batch may open; the "
+        "rest are windowed under __other__ (docs/cardinality.md)",
+    )
+    window_max_keys_per_minute: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000_000,
+        validation_alias=AliasChoices(
+            "RTMH_WINDOW_MAX_KEYS_PER_MINUTE", "window_max_keys_per_minute"
+        ),
+        description="distinct window keys (services) one worker windows in a minute; past it, "
+        "new ones are windowed under __other__ (docs/cardinality.md)",
+    )
     metrics_port: int = Field(
         default=0,
         ge=0,

@@ -22,20 +22,24 @@ from rtmh.ingest.worker import Worker
 from rtmh.kafka.client import MessageReader
 from rtmh.records import DecodedRecord, WindowKey
 from rtmh.rules.engine import RuleEngine
+from rtmh.windows.cardinality import KeyGuard, Limits
 from rtmh.windows.partials import build_partials
 from rtmh.windows.store import merge_partials
 
 log = logging.getLogger("rtmh")
 
 
-def window_stage(settings: Settings) -> InTransaction:
+def window_stage(settings: Settings, guard: KeyGuard | None = None) -> InTransaction:
     """Stage 2 inside the checkpoint: the stored records' window partials, merged in its
-    transaction; returns the windows they touched."""
+    transaction; returns the windows they touched. ``guard`` folds window keys over the budget
+    into __other__ (raw_events, already written, keeps every service)."""
     size, slide = settings.window_size_s, settings.window_slide_s
 
     def in_transaction(
         conn: psycopg.Connection, records: Sequence[DecodedRecord]
     ) -> set[WindowKey]:
+        if guard is not None:
+            records = guard.fold(records, conn)
         partials = build_partials(records, size, slide)
         merge_partials(conn, partials)
         return set(partials)
@@ -43,11 +47,25 @@ def window_stage(settings: Settings) -> InTransaction:
     return in_transaction
 
 
-def window_keys(settings: Settings) -> Callable[[Sequence[DecodedRecord]], set[WindowKey]]:
+def window_keys(
+    settings: Settings, guard: KeyGuard | None = None
+) -> Callable[[Sequence[DecodedRecord]], set[WindowKey]]:
     """The windows records touch, written or not (for a batch whose commit is found only on a
-    retry, after its reply was lost)."""
+    retry, after its reply was lost; ``guard`` folds them as that commit did)."""
     size, slide = settings.window_size_s, settings.window_slide_s
-    return lambda records: set(build_partials(records, size, slide))
+
+    def touched(records: Sequence[DecodedRecord]) -> set[WindowKey]:
+        if guard is not None:
+            records = guard.fold(records)
+        return set(build_partials(records, size, slide))
+
+    return touched
+
+
+def key_guard(settings: Settings) -> KeyGuard:
+    """The worker's window-key budget (RTMH_WINDOW_MAX_*, docs/cardinality.md)."""
+    limits = Limits(settings.window_max_new_keys_per_batch, settings.window_max_keys_per_minute)
+    return KeyGuard(limits)
 
 
 class MetricsPortBusy(Exception):
@@ -82,17 +100,22 @@ def build_worker(
     rules: bool = True,
     timings: Timings | None = None,
     reader: MessageReader | None = None,
+    guard: KeyGuard | None = None,
 ) -> Worker:
-    """Stages 1 and 2 in the checkpoint, stage 3 after it (``rules=False``: windows only)."""
+    """Stages 1 and 2 in the checkpoint, stage 3 after it (``rules=False``: windows only;
+    ``guard``: a window-key budget of the caller's, e.g. on a test's clock)."""
+    guard = guard or key_guard(settings)
     worker = Worker(
         settings,
         postgres_url,
         bootstrap,
-        in_transaction=window_stage(settings),
-        touched_by=window_keys(settings),
+        in_transaction=window_stage(settings, guard),
+        touched_by=window_keys(settings, guard),
         timings=timings,
         reader=reader,
     )
+    # settles the batch's fold decisions: only a committed batch's keys join the minute
+    worker.after_commit.append(guard.after_commit)
     if rules:
         engine = RuleEngine(settings, postgres_url)
 

@@ -88,6 +88,37 @@ def ingest(
     report(out, bench.render(result), result, json_file)
 
 
+@bench_app.command("cardinality")
+def cardinality(
+    ctx: typer.Context,
+    events: Annotated[
+        int, typer.Option("--events", min=1000, help="messages of normal traffic")
+    ] = 200_000,
+    services: Annotated[
+        int, typer.Option("--services", min=1, help="distinct services flooding in one minute")
+    ] = 100_000,
+    unbounded: Annotated[
+        bool, typer.Option("--unbounded", help="also run the flood with the bound lifted (slow)")
+    ] = False,
+    rounds: Annotated[
+        int, typer.Option("--rounds", min=1, help="normal and flood runs alternate N times")
+    ] = 2,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="also write every figure to this JSON file")
+    ] = None,
+) -> None:
+    """A flood of distinct services (a request id in `service`) against normal traffic: the
+    worker's rate and RSS with the window-key bound (issue 15, docs/cardinality.md).
+
+    Uses POSTGRES_URL / KAFKA_BOOTSTRAP_SERVERS when set, else embedded servers."""
+    from rtmh.bench import cardinality as bench
+
+    out, err = consoles()
+    settings = cli_settings(ctx, err)
+    result = bench.run(settings, events, services, err, unbounded=unbounded, rounds=rounds)
+    report(out, bench.render(result), result, json_file)
+
+
 @bench_app.command("soak")
 def soak(
     ctx: typer.Context,
@@ -126,3 +157,28 @@ def soak(
     report(out, bench.render(result), result.as_json(), json_file)
     if not result.exactly_once:
         raise typer.Exit(1)
+
+
+@bench_app.command("assign")
+def assign(
+    ctx: typer.Context,
+    partitions: Annotated[
+        int, typer.Option("--partitions", min=1, max=1024, help="partitions with stored offsets")
+    ] = 100,
+    case: Annotated[str, typer.Option("--case", help="all | intact | reset")] = "all",
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="also write every figure to this JSON file")
+    ] = None,
+) -> None:
+    """Worker start -> first commit with many partitions holding stored offsets, their logs
+    intact or reset (issue 15).
+
+    Uses POSTGRES_URL / KAFKA_BOOTSTRAP_SERVERS when set, else embedded servers."""
+    from rtmh.bench import assign as bench
+
+    out, err = consoles()
+    if case not in ("all", *bench.CASES):
+        raise typer.BadParameter(f"use all, {', '.join(bench.CASES)}", param_hint="--case")
+    cases = list(bench.CASES) if case == "all" else [case]
+    result = bench.run(cli_settings(ctx, err), partitions, cases, err)
+    report(out, bench.render(result), result, json_file)

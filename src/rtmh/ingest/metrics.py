@@ -34,6 +34,11 @@ OUT_OF_RANGE = Counter(
     "rtmh_ingest_out_of_range_total",
     "partitions whose fetch position the broker called out of range (start decided again)",
 )
+WINDOW_KEYS_FOLDED = Counter(
+    "rtmh_window_keys_folded_total",
+    "records whose window key was over RTMH_WINDOW_MAX_NEW_KEYS_PER_BATCH or "
+    "RTMH_WINDOW_MAX_KEYS_PER_MINUTE: stored with their service, windowed under __other__",
+)
 DB_RETRIES = Counter("rtmh_ingest_db_retries_total", "checkpoint attempts that hit a DB error")
 BATCH_SIZE = Histogram(
     "rtmh_ingest_batch_messages",
