@@ -149,6 +149,8 @@ class ReadBack(msgspec.Struct, frozen=True):
 
 #: window_key of the aggregate over every service (DESIGN "Sliding windows")
 GLOBAL_WINDOW_KEY: Final = "__all__"
+#: where a worker windows the records of services past its window-key budget (windows.cardinality)
+OTHER_WINDOW_KEY: Final = "__other__"
 
 Severity = Literal["low", "medium", "high", "critical"]
 SEVERITIES: Final[tuple[Severity, ...]] = get_args(Severity)

@@ -17,8 +17,8 @@ import pytest
 
 from rtmh.ingest import metrics
 from rtmh.kafka.client import ensure_topics, make_producer, produce_waiting
-from rtmh.records import GLOBAL_WINDOW_KEY
-from rtmh.windows.cardinality import OTHER_WINDOW_KEY, KeyGuard, Limits
+from rtmh.records import GLOBAL_WINDOW_KEY, OTHER_WINDOW_KEY
+from rtmh.windows.cardinality import KeyGuard, Limits
 from rtmh.worker import build_worker
 
 from .ingest_support import (

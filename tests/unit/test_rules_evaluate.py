@@ -245,6 +245,10 @@ def test_recovery_equal_to_threshold_is_accepted() -> None:
         ("__all__", "__all__", True),
         ("__all__", "checkout", False),
         ("__*", "__all__", True),
+        ("*", "__other__", False),
+        ("?*", "__other__", False),
+        ("__other__", "__other__", True),
+        ("__*", "__other__", True),
         ("check*", "checkout", True),
         ("check*", "payments", False),
         ("Check*", "checkout", False),  # case-sensitive on every platform

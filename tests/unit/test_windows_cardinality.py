@@ -11,9 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtmh.ingest import metrics
-from rtmh.records import GLOBAL_WINDOW_KEY, DecodedRecord, Kind, MetricSample
+from rtmh.records import GLOBAL_WINDOW_KEY, OTHER_WINDOW_KEY, DecodedRecord, Kind, MetricSample
 from rtmh.windows.cardinality import (
-    OTHER_WINDOW_KEY,
     PER_BATCH_SETTING,
     PER_MINUTE_SETTING,
     KeyBudget,

@@ -46,8 +46,7 @@ from rtmh.bench.ingest.traffic import Message, generate, produce
 from rtmh.bench.ingest.workers import phase, run_worker
 from rtmh.config import Settings
 from rtmh.db.queries import load
-from rtmh.records import GLOBAL_WINDOW_KEY, Kind
-from rtmh.windows.cardinality import OTHER_WINDOW_KEY
+from rtmh.records import GLOBAL_WINDOW_KEY, OTHER_WINDOW_KEY, Kind
 
 TARGETS = {"flood_vs_normal_min": 0.5, "flood_rss_max_mb": 500.0}
 #: the flood's event times are spread over this many seconds, ending now

@@ -47,6 +47,7 @@ from rtmh.kafka.client import (
     ensure_topics,
     make_admin,
     make_consumer,
+    take_ready,
     to_record,
 )
 from rtmh.records import Kind
@@ -419,7 +420,8 @@ class Worker:
         room = max(1, int((s.batch_max_messages - len(batch)) / self._records_per_message))
         age = time.monotonic() - self.batch_started if batch else 0.0
         wait = poll_wait(len(batch), age, not self.checkpoints.settled(), max_age_s=max_age)
-        raw = self._fetch(consumer, min(room, 10_000), wait)
+        raw = take_ready(consumer, min(room, 10_000), wait)
+        self._taken_at = time.monotonic()
         if not self._unchecked:
             self._take(raw)
         # else: read around the moment every broker went away, so maybe from a log that replaced
@@ -439,19 +441,6 @@ class Worker:
             max_age_s=max_age,
         ):
             self._submit()
-
-    def _fetch(self, consumer: Consumer, most: int, wait: float) -> list[Message]:
-        """Up to ``most`` messages, as soon as there is one. consume() waits out its whole
-        timeout unless it fills up, which made every batch of light traffic wait
-        RTMH_BATCH_MAX_MS; poll() returns at the first message, and consume(timeout=0) then
-        takes what is already fetched."""
-        first = consumer.poll(wait)
-        self._taken_at = time.monotonic()
-        if first is None:
-            return []
-        if most <= 1:
-            return [first]
-        return [first, *consumer.consume(num_messages=most - 1, timeout=0)]
 
     def _periodic(self, consumer: Consumer, clock: _Schedule, now: float) -> None:
         """The loop's timed chores: re-checks after an outage, topic checks and lag, partition

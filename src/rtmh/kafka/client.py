@@ -109,6 +109,20 @@ def make_consumer(
     )
 
 
+def take_ready(consumer: Consumer, most: int, wait: float) -> list[Message]:
+    """Up to ``most`` messages as soon as there is one; none after ``wait`` seconds.
+
+    consume() waits out its whole timeout unless it fills up, which made every batch of light
+    traffic wait RTMH_BATCH_MAX_MS; poll() returns at the first message, and consume(timeout=0)
+    then takes what is already fetched."""
+    first = consumer.poll(wait)
+    if first is None:
+        return []
+    if most <= 1:
+        return [first]
+    return [first, *consumer.consume(num_messages=most - 1, timeout=0)]
+
+
 def make_admin(bootstrap: str) -> AdminClient:
     """An admin client to keep: the worker checks its topics every few seconds from the poll
     loop, and a new client each time is a new connection and thread start-up on that loop."""

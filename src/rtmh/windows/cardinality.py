@@ -47,10 +47,8 @@ import psycopg
 from rtmh.db.queries import load
 from rtmh.ingest import metrics
 from rtmh.ingest.batch import Batch
-from rtmh.records import GLOBAL_WINDOW_KEY, DecodedRecord, WindowKey
+from rtmh.records import GLOBAL_WINDOW_KEY, OTHER_WINDOW_KEY, DecodedRecord, WindowKey
 
-#: where the windows of records over the budget are counted
-OTHER_WINDOW_KEY: Final = "__other__"
 #: synthetic keys: never budgeted, never folded
 _SYNTHETIC: Final = frozenset({GLOBAL_WINDOW_KEY, OTHER_WINDOW_KEY})
 MINUTE_S: Final = 60
