@@ -6,6 +6,13 @@ metrics_agg in the same transaction as the raw events and offsets. Every field m
 (count, sum, sketch buckets) or by min/max, so late events, replays into other batches and any
 number of workers all converge on the same rows.
 
+How a batch becomes partials, cheapest first: the one loop that runs per record (``_collect``)
+only files the record under its slide-wide pane, a log line, error line or event as its service
+in a list (Counter counts them in C), a sample's value in a list per (service, metric_type). Each
+pane's lists then become Partials in bulk (fsum, min, max, ``Sketch.add_all``); the services'
+panes merge into the global key, and each pane into the size / slide windows that hold it. So the
+work per record depends neither on the window size nor on how many metric types a record feeds.
+
 Metric types and their value formula (``mode``; SQL derives the same from metric_type in
 rtmh_window_value, migration 003):
 
@@ -50,9 +57,10 @@ Samples (``rtmh.records.Sample``) of a metric record:
 from __future__ import annotations
 
 import math
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, cast
 
 from rtmh.records import GLOBAL_WINDOW_KEY, DecodedRecord, HistogramSample, Kind, MetricSample
 from rtmh.windows.assign import (
@@ -169,6 +177,10 @@ class Partial:
         """Add ``other`` into this partial in place. Both must describe the same window."""
         if other.key != self.key or other.mode != self.mode or other.window_end != self.window_end:
             raise ValueError(f"cannot merge partial {other.key} into {self.key}")
+        self._absorb(other)
+
+    def _absorb(self, other: Partial) -> None:
+        # merge without the check: a pane into its windows, a service's pane into the global key
         self.count += other.count
         self.sum += other.sum
         if other.min is not None and (self.min is None or other.min < self.min):
@@ -257,50 +269,145 @@ def _merge_into(target: dict[PartialKey, Partial], partials: Iterable[Partial]) 
             existing.merge(partial)
 
 
-def _slot(
-    panes: dict[PartialKey, Partial], service: str, metric_type: str, pane: int, slide: int
+#: sample names that collide with a built-in metric type -> the metric_type they window under
+_RENAMED = {name: METRIC_PREFIX + name for name in _BUILTIN_MODES}
+
+#: (service, metric_type) of a pane's samples
+Series = tuple[str, str]
+
+
+@dataclass(slots=True)
+class _PaneBins:
+    """What one pass over a batch collects for one pane: the service of each log line, error
+    line and event (counted afterwards by Counter, in C), and per (service, metric_type) the
+    samples in arrival order, floats for plain samples and HistogramStats for histogram points,
+    with the series that hold a histogram at all (the rest take _metric_pane's bulk path)."""
+
+    logs: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    samples: defaultdict[Series, list[float | HistogramStats]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    with_histograms: set[Series] = field(default_factory=set)
+
+
+def _collect(records: Iterable[DecodedRecord], slide: int) -> dict[int, _PaneBins]:
+    """The only loop that runs per record, so it does as little as it can: one comparison to
+    see it is in the same pane as the record before (a batch is mostly in time order), and one
+    append (a defaultdict lookup for a sample). Measured on the bench's 20k batches (10k log
+    lines, 10k samples; CPU, best of 15): ~6 ms here and ~11 ms for build_partials in all,
+    where the former per-record _slot/_bump/observe calls (three dict lookups and Partial
+    updates per log line, a Sketch.add per sample) made build_partials ~28.6 ms."""
+    bins: dict[int, _PaneBins] = {}
+    # locals rather than globals and attributes in the loop: 5.5 ms a 20k batch, not 9.1
+    renamed, inf = _RENAMED, math.inf
+    top, bottom = MAX_INDEXABLE, -MAX_INDEXABLE
+    metric_sample, histogram_sample = MetricSample, HistogramSample
+    logs_kind, metrics_kind, events_kind = Kind.LOGS, Kind.METRICS, Kind.EVENTS
+    # [low, high) is the current pane; empty, so that the first record computes its own
+    low = high = 0.0
+    placeholder = _PaneBins()
+    logs, errors, events = placeholder.logs, placeholder.errors, placeholder.events
+    samples, with_histograms = placeholder.samples, placeholder.with_histograms
+    for record in records:
+        # flags are rare: test the tuple before the property that scans it
+        if record.flags and not record.windowed:
+            continue
+        t = record.event_time
+        if not low <= t < high:  # false for NaN too
+            if not 0.0 <= t < inf:
+                pane_start(t, slide)  # raises its ValueError naming the bad event time
+            second = int(t)  # floor for t >= 0, without the call; see pane_start
+            pane = second - second % slide
+            low, high = pane, pane + slide
+            found = bins.get(pane)
+            if found is None:
+                bins[pane] = found = _PaneBins()
+            logs, errors, events = found.logs, found.errors, found.events
+            samples, with_histograms = found.samples, found.with_histograms
+        kind = record.kind
+        if kind is logs_kind:
+            logs.append(record.service)
+            if record.is_error:
+                errors.append(record.service)
+        elif kind is metrics_kind:
+            service = record.service
+            for sample in record.samples:
+                # exact type checks, MetricSample first: the native JSON path pays one `is`
+                if type(sample) is metric_sample:
+                    value = sample.value
+                    # decode should refuse NaN/inf already; one must not poison a window's sum
+                    # or fail the batch's merge (PostgreSQL raises on float overflow), so such
+                    # samples are skipped (is_indexable, inlined)
+                    if bottom <= value <= top:
+                        name = sample.name
+                        samples[(service, renamed.get(name, name))].append(value)
+                elif type(sample) is histogram_sample:
+                    # stats first: a point that adds nothing must not open an empty (count 0) row
+                    stats = histogram_stats(sample)
+                    if stats is not None:
+                        name = sample.name
+                        series = (service, renamed.get(name, name))
+                        samples[series].append(stats)
+                        with_histograms.add(series)
+                # a CumulativeSample is skipped: ingest.deltas converts them before the windows
+        elif kind is events_kind:
+            events.append(record.service)
+    return bins
+
+
+def _metric_pane(
+    key: PartialKey, items: list[float | HistogramStats], slide: int, histograms: bool
 ) -> Partial:
-    key = (service, metric_type, pane)
-    partial = panes.get(key)
-    if partial is None:
-        partial = Partial(service, metric_type, pane, pane + slide, mode_for(metric_type))
-        panes[key] = partial
+    service, metric_type, pane = key
+    partial = Partial(service, metric_type, pane, pane + slide, mode_for(metric_type))
+    if histograms:
+        # in arrival order, as the samples came: the sum adds in the same order as ever
+        for item in items:
+            if isinstance(item, HistogramStats):
+                partial._add_histogram(item)
+            else:
+                partial.observe(item)
+        return partial
+    values = cast(list[float], items)
+    partial.count = len(values)
+    try:
+        # correctly rounded, so the pane's sum does not depend on the order its samples came in
+        # (nor on the Python version, as sum() would: 3.12 compensates its rounding, 3.11 not)
+        partial.sum = math.fsum(values)
+    except OverflowError:
+        # fsum refuses a running sum beyond the float range: add as `sum += value` always did
+        # (it saturates to inf, which the windows have always stored)
+        partial.sum = sum(values, 0.0)
+    # min/max keep the first of equal values (0.0, -0.0), as observe's strict comparisons do
+    partial.min = min(values)
+    partial.max = max(values)
+    partial.sketch = sketch = Sketch()
+    sketch.add_all(values)
     return partial
 
 
-def _bump(partial: Partial, count: int, total: float) -> None:
-    partial.count += count
-    partial.sum += total
-
-
-def _add_record(panes: dict[PartialKey, Partial], record: DecodedRecord, slide: int) -> None:
-    pane = pane_start(record.event_time, slide)
-    service = record.service
-    if record.kind is Kind.LOGS:
-        errors = 1.0 if record.is_error else 0.0
-        _bump(_slot(panes, service, LOG_COUNT, pane, slide), 1, 1.0)
-        _bump(_slot(panes, service, ERROR_COUNT, pane, slide), 1, errors)
-        _bump(_slot(panes, service, ERROR_RATE, pane, slide), 1, errors)
-    elif record.kind is Kind.METRICS:
-        for sample in record.samples:
-            # exact type checks, MetricSample first: the native JSON path pays one `is` per sample
-            if type(sample) is MetricSample:
-                value = sample.value
-                # decode should refuse NaN/inf already; one must not poison a window's sum or
-                # fail the batch's merge (PostgreSQL raises on float overflow), so such samples
-                # are skipped (is_indexable, inlined: this loop runs once per sample)
-                if -MAX_INDEXABLE <= value <= MAX_INDEXABLE:
-                    metric_type = metric_type_for_sample(sample.name)
-                    _slot(panes, service, metric_type, pane, slide).observe(value)
-            elif type(sample) is HistogramSample:
-                # stats first: a point that adds nothing must not open an empty (count 0) row
-                stats = histogram_stats(sample)
-                if stats is not None:
-                    metric_type = metric_type_for_sample(sample.name)
-                    _slot(panes, service, metric_type, pane, slide)._add_histogram(stats)
-            # a CumulativeSample is skipped: ingest.deltas converts them before the windows
-    elif record.kind is Kind.EVENTS:
-        _bump(_slot(panes, service, EVENT_COUNT, pane, slide), 1, 1.0)
+def _add_into(
+    target: dict[PartialKey, Partial], key: PartialKey, partial: Partial, end: int
+) -> None:
+    """Merge ``partial`` into ``target[key]`` (a copy of it, renamed to ``key``, when absent)."""
+    existing = target.get(key)
+    if existing is None:
+        target[key] = Partial(
+            key[0],
+            key[1],
+            key[2],
+            end,
+            partial.mode,
+            partial.count,
+            partial.sum,
+            partial.min,
+            partial.max,
+            None if partial.sketch is None else partial.sketch.copy(),
+        )
+    else:
+        existing._absorb(partial)
 
 
 def pane_partials(
@@ -308,18 +415,50 @@ def pane_partials(
 ) -> dict[PartialKey, Partial]:
     """Partials per slide-wide pane (window_start = pane start, window_end = pane + slide).
 
-    Each record touches one pane per metric type, so the work per record does not grow with
-    size / slide; the global key is the merge of the services' panes.
+    A record is placed in its pane once, whatever the window size; the global key is the merge
+    of the services' panes.
     """
     validate_window(slide, slide)
     panes: dict[PartialKey, Partial] = {}
-    for record in records:
-        if record.windowed:
-            _add_record(panes, record, slide)
+    for pane, found in _collect(records, slide).items():
+        end = pane + slide
+        errors = Counter(found.errors)
+        for service, lines in Counter(found.logs).items():
+            total, failed = float(lines), float(errors.get(service, 0))
+            panes[(service, LOG_COUNT, pane)] = Partial(
+                service, LOG_COUNT, pane, end, "count", lines, total
+            )
+            panes[(service, ERROR_COUNT, pane)] = Partial(
+                service, ERROR_COUNT, pane, end, "sum", lines, failed
+            )
+            panes[(service, ERROR_RATE, pane)] = Partial(
+                service, ERROR_RATE, pane, end, "ratio", lines, failed
+            )
+        for service, count in Counter(found.events).items():
+            panes[(service, EVENT_COUNT, pane)] = Partial(
+                service, EVENT_COUNT, pane, end, "count", count, float(count)
+            )
+        for (service, metric_type), items in found.samples.items():
+            key = (service, metric_type, pane)
+            panes[key] = _metric_pane(
+                key, items, slide, (service, metric_type) in found.with_histograms
+            )
     global_panes: dict[PartialKey, Partial] = {}
-    _merge_into(global_panes, (replace(p, window_key=global_key) for p in panes.values()))
+    for (_, metric_type, pane), partial in panes.items():
+        _add_into(global_panes, (global_key, metric_type, pane), partial, pane + slide)
     # global_panes wins on shared keys: a service named like the global key is counted once
     return panes | global_panes
+
+
+def _windows(
+    panes: Mapping[PartialKey, Partial], size: int, slide: int
+) -> dict[PartialKey, Partial]:
+    """Each pane merged into the size / slide windows that contain it."""
+    windows: dict[PartialKey, Partial] = {}
+    for (window_key, metric_type, pane), partial in panes.items():
+        for start in starts_for_pane(pane, size, slide):
+            _add_into(windows, (window_key, metric_type, start), partial, start + size)
+    return windows
 
 
 def build_partials(
@@ -334,15 +473,4 @@ def build_partials(
     ``global_key``. Records flagged out of range (``record.windowed`` false) are skipped.
     """
     validate_window(size, slide)
-    windows: dict[PartialKey, Partial] = {}
-    for (window_key, metric_type, pane), partial in pane_partials(
-        records, slide, global_key
-    ).items():
-        for start in starts_for_pane(pane, size, slide):
-            key = (window_key, metric_type, start)
-            existing = windows.get(key)
-            if existing is None:
-                windows[key] = replace(partial.copy(), window_start=start, window_end=start + size)
-            else:
-                existing.merge(replace(partial, window_start=start, window_end=start + size))
-    return windows
+    return _windows(pane_partials(records, slide, global_key), size, slide)

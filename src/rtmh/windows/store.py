@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-import msgspec
 import psycopg
 
 from rtmh.db.queries import load
@@ -52,7 +51,7 @@ StageRow = tuple[
 
 def _sketch_json(sketch: Sketch | None) -> str | None:
     # str, not bytes: psycopg's COPY sends str as text into the jsonb column (bytes -> bytea)
-    return None if sketch is None else msgspec.json.encode(sketch.to_json_obj()).decode()
+    return None if sketch is None else sketch.to_json()
 
 
 def partial_rows(partials: Mapping[PartialKey, Partial] | Iterable[Partial]) -> list[StageRow]:
