@@ -151,6 +151,8 @@ class ReadBack(msgspec.Struct, frozen=True):
 GLOBAL_WINDOW_KEY: Final = "__all__"
 #: where a worker windows the records of services past its window-key budget (windows.cardinality)
 OTHER_WINDOW_KEY: Final = "__other__"
+#: the window keys no service owns: never budgeted or folded, selected by rules only by name
+SYNTHETIC_WINDOW_KEYS: Final = frozenset({GLOBAL_WINDOW_KEY, OTHER_WINDOW_KEY})
 
 Severity = Literal["low", "medium", "high", "critical"]
 SEVERITIES: Final[tuple[Severity, ...]] = get_args(Severity)

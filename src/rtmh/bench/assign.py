@@ -33,7 +33,7 @@ from confluent_kafka import TopicPartition
 from rich.console import Console
 from rich.table import Table
 
-from rtmh.bench.common import Databases, bench_servers, figures_table, machine_info, now_iso
+from rtmh.bench.common import bench_databases, figures_table, machine_info, now_iso
 from rtmh.config import Settings
 from rtmh.db.queries import load
 from rtmh.ingest.batch import Batch, Partition
@@ -117,16 +117,12 @@ class TimedWorker(Worker):
 def run(settings: Settings, partitions: int, cases: list[str], console: Console) -> dict[str, Any]:
     started_at = now_iso()
     results: list[CaseResult] = []
-    with bench_servers(settings.postgres_url, settings.kafka_bootstrap_servers) as srv:
-        databases = Databases(srv.admin_url)
-        try:
-            for case in cases:
-                url = databases.fresh(case)
-                with console.status(f"{case}: {partitions} partitions"):
-                    results.append(_case(settings, url, srv.bootstrap, case, partitions))
-                databases.drop(url)
-        finally:
-            databases.drop_all()
+    with bench_databases(settings) as (srv, databases):
+        for case in cases:
+            url = databases.fresh(case)
+            with console.status(f"{case}: {partitions} partitions"):
+                results.append(_case(settings, url, srv.bootstrap, case, partitions))
+            databases.drop(url)
     return {
         "started_at": started_at,
         "machine": machine_info(),

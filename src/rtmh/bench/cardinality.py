@@ -35,7 +35,7 @@ from rich.progress import Progress, TaskID
 from rtmh.bench.common import (
     BenchServers,
     Databases,
-    bench_servers,
+    bench_databases,
     figures_table,
     machine_info,
     now_iso,
@@ -104,15 +104,9 @@ def run(
 ) -> dict[str, Any]:
     """The runs on POSTGRES_URL / KAFKA_BOOTSTRAP_SERVERS or embedded servers."""
     started_at = now_iso()
-    with bench_servers(
-        settings.postgres_url, settings.kafka_bootstrap_servers, console=console
-    ) as servers:
-        dbs = Databases(servers.admin_url)
-        try:
-            result = _run(settings, servers, dbs, events, services, console, unbounded, rounds)
-            result["postgres"] = postgres_info(dbs.fresh("info"))
-        finally:
-            dbs.drop_all()
+    with bench_databases(settings, console) as (servers, dbs):
+        result = _run(settings, servers, dbs, events, services, console, unbounded, rounds)
+        result["postgres"] = postgres_info(dbs.fresh("info"))
     return {"started_at": started_at, **result}
 
 

@@ -184,6 +184,23 @@ class Databases:
         self.created.clear()
 
 
+@contextmanager
+def bench_databases(
+    settings: Settings, console: Console | None = None, *, gated: bool = False
+) -> Iterator[tuple[BenchServers, Databases]]:
+    """The servers the settings name (POSTGRES_URL / KAFKA_BOOTSTRAP_SERVERS, embedded ones
+    otherwise; ``gated`` as in ``bench_servers``) and the run's fresh databases, every one of
+    them dropped at the end however the run ends."""
+    with bench_servers(
+        settings.postgres_url, settings.kafka_bootstrap_servers, console=console, gated=gated
+    ) as servers:
+        dbs = Databases(servers.admin_url)
+        try:
+            yield servers, dbs
+        finally:
+            dbs.drop_all()
+
+
 def machine_info() -> dict[str, object]:
     """CPU, cores, RAM, OS and the versions of what the hot path runs on."""
     import confluent_kafka

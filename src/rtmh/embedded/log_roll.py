@@ -279,7 +279,7 @@ class LogRoller:
     def wait_for_commits(self, timeout: float) -> list[str]:
         """Wait until the group has committed everything the broker acknowledged so far (what
         `up` does before it stops the worker); what is still missing after ``timeout``."""
-        admin = self._admin = self._admin or make_admin(self.bootstrap)
+        admin = self._connected_admin()
         ends = {part: c.end for part, c in self.gate.stats().logs.items()}
         ids = topic_ids(self.bootstrap, self.topics, timeout=5, admin=admin)
         # a connection of its own: the roller's thread may be using its one meanwhile

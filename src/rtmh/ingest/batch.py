@@ -145,7 +145,7 @@ class Batch:
 #: all the batching light traffic gets: enough for the rest of one fetch response, no more.
 BATCH_LINGER_S = 0.002
 #: how often the poll loop looks whether the commit in flight is done while it holds a batch
-#: (consume() cannot wake on it); a commit takes 5-50 ms, so a few looks each
+#: (poll() cannot wake on it); a commit takes 5-50 ms, so a few looks each
 BUSY_LOOK_S = 0.002
 #: the longest wait for a first message when nothing is held: bounds how late the loop's timed
 #: chores run

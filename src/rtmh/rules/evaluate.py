@@ -20,7 +20,7 @@ from typing import Final, assert_never
 
 import msgspec
 
-from rtmh.records import GLOBAL_WINDOW_KEY, OTHER_WINDOW_KEY
+from rtmh.records import SYNTHETIC_WINDOW_KEYS
 from rtmh.rules.condition import crosses
 from rtmh.rules.model import COUNT_METRIC_TYPES, Rule, WindowValue
 
@@ -69,9 +69,6 @@ class Observation(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("a firing observation is also holding")
 
 
-_SYNTHETIC_KEYS = frozenset({GLOBAL_WINDOW_KEY, OTHER_WINDOW_KEY})
-
-
 def key_matches(pattern: str, window_key: str) -> bool:
     """Shell-style (fnmatch, case-sensitive) match of a window_key against a rule pattern.
 
@@ -80,7 +77,7 @@ def key_matches(pattern: str, window_key: str) -> bool:
     window-key budget folded, docs/cardinality.md), so they are selected only by a pattern that
     starts with ``__`` literally (``__all__`` itself, ``__*``) and matches them.
     """
-    if window_key in _SYNTHETIC_KEYS:
+    if window_key in SYNTHETIC_WINDOW_KEYS:
         return pattern.startswith("__") and fnmatchcase(window_key, pattern)
     return fnmatchcase(window_key, pattern)
 

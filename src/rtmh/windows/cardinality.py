@@ -47,10 +47,8 @@ import psycopg
 from rtmh.db.queries import load
 from rtmh.ingest import metrics
 from rtmh.ingest.batch import Batch
-from rtmh.records import GLOBAL_WINDOW_KEY, OTHER_WINDOW_KEY, DecodedRecord, WindowKey
+from rtmh.records import OTHER_WINDOW_KEY, SYNTHETIC_WINDOW_KEYS, DecodedRecord, WindowKey
 
-#: synthetic keys: never budgeted, never folded
-_SYNTHETIC: Final = frozenset({GLOBAL_WINDOW_KEY, OTHER_WINDOW_KEY})
 MINUTE_S: Final = 60
 #: folded keys a warning names
 EXAMPLES: Final = 5
@@ -130,7 +128,7 @@ class KeyBudget:
         for key in keys:
             decided = pending.get(key)
             if decided is None:
-                if key in _SYNTHETIC or key in self._current or key in self._previous:
+                if key in SYNTHETIC_WINDOW_KEYS or key in self._current or key in self._previous:
                     pending[key] = True
                 else:
                     fresh.append(key)
@@ -175,7 +173,7 @@ class KeyBudget:
         when folded."""
         folded = [key for key, admitted in self._pending.items() if not admitted]
         for key, admitted in self._pending.items():
-            if admitted and key not in _SYNTHETIC:
+            if admitted and key not in SYNTHETIC_WINDOW_KEYS:
                 self._current.add(key)
         records = 0
         if folded:

@@ -20,8 +20,7 @@ from rich.progress import Progress, TaskID
 from rtmh.bench.common import (
     SQL,
     BenchServers,
-    Databases,
-    bench_servers,
+    bench_databases,
     now_iso,
     progress_bar,
     worker_env,
@@ -56,16 +55,10 @@ def run(settings: Settings, config: DetectConfig, console: Console) -> dict[str,
     started_at = now_iso()
     # the embedded broker runs behind the gate with its log bounded, as `rtmh up` runs it: left
     # unbounded at 10,000 msg/s its CPU passes a core within a minute (issue 15)
-    with bench_servers(
-        settings.postgres_url, settings.kafka_bootstrap_servers, console=console, gated=True
-    ) as srv:
-        dbs = Databases(srv.admin_url)
-        try:
-            url = dbs.fresh("detect")
-            observed = _Run(settings, config, console, srv, url, started_at).observe()
-            return figures(observed, srv, url)
-        finally:
-            dbs.drop_all()
+    with bench_databases(settings, console, gated=True) as (srv, dbs):
+        url = dbs.fresh("detect")
+        observed = _Run(settings, config, console, srv, url, started_at).observe()
+        return figures(observed, srv, url)
 
 
 def configure_rule(url: str) -> RuleParams:

@@ -17,7 +17,7 @@ from rtmh.bench import safety_net
 from rtmh.bench.common import (
     BenchServers,
     Databases,
-    bench_servers,
+    bench_databases,
     machine_info,
     now_iso,
     postgres_info,
@@ -174,14 +174,8 @@ def run(
     native JSON runs always (they are the reference), then the whole worker on ``events``
     records of each OTLP encoding in ``otlp``."""
     started_at = now_iso()
-    with bench_servers(
-        settings.postgres_url, settings.kafka_bootstrap_servers, console=console
-    ) as servers:
-        dbs = Databases(servers.admin_url)
-        try:
-            result = _run(settings, servers, dbs, events, console, naive_max, otlp)
-        finally:
-            dbs.drop_all()
+    with bench_databases(settings, console) as (servers, dbs):
+        result = _run(settings, servers, dbs, events, console, naive_max, otlp)
     return {"started_at": started_at, **result}
 
 
