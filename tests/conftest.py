@@ -107,6 +107,8 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
         k: v for k, v in os.environ.items() if not k.startswith(("RTMH_", "POSTGRES_", "KAFKA_"))
     }
     env["RTMH_DATA_DIR"] = str(tmp_path / "data")
+    # `rtmh up` serves the API: on any free port, so a test never fights another for 8080
+    env["RTMH_API_PORT"] = "0"
     return env
 
 

@@ -41,6 +41,9 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 _LOCALHOST = "127.0.0.1"
+#: the RTMH_ALLOWED_TARGETS entry a notifier needs to reach these receivers: loopback is a
+#: target it refuses by default
+ALLOW_LOOPBACK = f"{_LOCALHOST}/32"
 
 
 class _DropLoginDataNotice(logging.Filter):

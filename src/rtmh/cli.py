@@ -12,8 +12,7 @@ import logging
 import signal
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,6 +22,7 @@ from rich.table import Table
 from rtmh.config import ConfigError, Settings, load_settings
 from rtmh.console import make_console
 from rtmh.db.connect import DatabaseUnavailable, connect, describe_url
+from rtmh.db.locate import database
 from rtmh.db.queries import load
 
 app = typer.Typer(
@@ -133,26 +133,6 @@ def main(
     ctx.obj = settings
 
 
-@contextmanager
-def _database(settings: Settings) -> Iterator[str]:
-    """The configured PostgreSQL, or the embedded one for as long as the command runs."""
-    if settings.postgres_url:
-        yield settings.postgres_url
-        return
-    from rtmh.embedded.postgres import EmbeddedPostgres
-
-    server = EmbeddedPostgres(settings.data_dir / "postgres")
-    with console.status(f"starting embedded PostgreSQL in {server.root}"):
-        try:
-            url = server.start()
-        except (RuntimeError, OSError) as err:
-            raise _fail(f"embedded PostgreSQL did not start: {err}") from None
-    try:
-        yield url
-    finally:
-        server.stop()
-
-
 def _print_status(url: str) -> None:
     from rtmh.db import migrate
 
@@ -199,7 +179,7 @@ def migrate(
             out.print(escape(citus.render(step)), highlight=False, soft_wrap=True)
         return
     try:
-        with _database(settings) as url:
+        with database(settings, console) as url:
             if test:
                 with connect(url) as conn:
                     row = conn.execute(load("cli").connection_identity).fetchone()
@@ -283,6 +263,33 @@ def notifier(ctx: typer.Context) -> None:
     try:
         run_notifier(settings)
     except DatabaseUnavailable as err:
+        raise _fail(str(err)) from None
+
+
+@app.command()
+def api(
+    ctx: typer.Context,
+    host: Annotated[
+        str | None, typer.Option(help="address to listen on [env RTMH_API_HOST, 127.0.0.1]")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="port, 0 = any free one [env RTMH_API_PORT, 8080]")
+    ] = None,
+) -> None:
+    """Serve the REST API (docs at /docs, OpenAPI at /openapi.json) on POSTGRES_URL."""
+    from rtmh.api.serve import PortBusy, serve
+
+    settings: Settings = ctx.obj
+    _require(settings, "postgres_url")
+    assert settings.postgres_url is not None
+    try:
+        serve(
+            settings,
+            settings.postgres_url,
+            host if host is not None else settings.api_host,
+            port if port is not None else settings.api_port,
+        )
+    except PortBusy as err:
         raise _fail(str(err)) from None
 
 
@@ -408,14 +415,24 @@ def up(
         float | None, typer.Option(min=1, help="stop after this many seconds")
     ] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="start with an empty database")] = False,
+    host: Annotated[
+        str | None, typer.Option(help="the API's address [env RTMH_API_HOST, 127.0.0.1]")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="the API's port, 0 = any [env RTMH_API_PORT, 8080]")
+    ] = None,
 ) -> None:
     """Everything on one machine: embedded PostgreSQL and broker (unless POSTGRES_URL /
-    KAFKA_BOOTSTRAP_SERVERS are set), migrations, worker, notifier, and a live view."""
+    KAFKA_BOOTSTRAP_SERVERS are set), migrations, worker, notifier, the API, and a live view."""
     from rtmh.up.hub import UpError, UpOptions, run_up
 
     settings: Settings = ctx.obj
     try:
-        run_up(settings, UpOptions(demo=demo, duration=duration, fresh=fresh), out)
+        run_up(
+            settings,
+            UpOptions(demo=demo, duration=duration, fresh=fresh, host=host, port=port),
+            out,
+        )
     except UpError as err:
         raise _fail(str(err)) from None
     except DatabaseUnavailable as err:
@@ -427,11 +444,13 @@ def _register_subcommands() -> None:
     from rtmh.bench.detect import register as register_bench_detect
     from rtmh.bench.notify import register as register_bench_notify
     from rtmh.notify.cli import notify_app
+    from rtmh.service.cli import token_app
 
     register_bench_detect(bench_app)
     register_bench_notify(bench_app)
     app.add_typer(bench_app, name="bench")
     app.add_typer(notify_app, name="notify")
+    app.add_typer(token_app, name="token")
 
 
 _register_subcommands()

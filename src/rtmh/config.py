@@ -71,10 +71,42 @@ class Settings(BaseSettings):
         default_factory=_default_data_dir,
         validation_alias=AliasChoices("RTMH_DATA_DIR", "data_dir"),
     )
-    api_tokens: str = Field(
+    # --- the API (rtmh api; also a child of rtmh up)
+    api_host: str = Field(
+        default="127.0.0.1",
+        validation_alias=AliasChoices("RTMH_API_HOST", "api_host"),
+        description="address `rtmh api` listens on",
+    )
+    api_port: int = Field(
+        default=8080,
+        ge=0,
+        le=65_535,
+        validation_alias=AliasChoices("RTMH_API_PORT", "api_port"),
+        description="port `rtmh api` listens on (0 = any free port)",
+    )
+    api_max_body_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        le=64 * 1_048_576,
+        validation_alias=AliasChoices("RTMH_API_MAX_BODY_BYTES", "api_max_body_bytes"),
+        description="larger request bodies get 413",
+    )
+    api_auth_failures_per_minute: int = Field(
+        default=20,
+        ge=1,
+        le=100_000,
+        validation_alias=AliasChoices(
+            "RTMH_API_AUTH_FAILURES_PER_MINUTE", "api_auth_failures_per_minute"
+        ),
+        description="failed token checks one client address may make per minute before 429",
+    )
+    allowed_targets: str = Field(
         default="",
-        validation_alias=AliasChoices("RTMH_API_TOKENS", "RTMH_API_TOKEN", "api_tokens"),
-        description="comma-separated bearer tokens for the API; empty = no auth on loopback",
+        validation_alias=AliasChoices("RTMH_ALLOWED_TARGETS", "allowed_targets"),
+        description="comma-separated networks (CIDR) or host names that webhook, Slack, "
+        "Alertmanager and PagerDuty channels may reach although they are private or loopback; "
+        "link-local "
+        "and cloud metadata addresses are refused whatever this says",
     )
     group_id: str = Field(
         default="rtmh-worker", validation_alias=AliasChoices("RTMH_GROUP_ID", "group_id")
@@ -256,6 +288,17 @@ class Settings(BaseSettings):
                 seen[topic] = kind
         return self
 
+    @field_validator("allowed_targets")
+    @classmethod
+    def _check_allowed_targets(cls, value: str) -> str:
+        from rtmh.notify.targets import TargetPolicy  # owns the entry syntax
+
+        try:
+            TargetPolicy.parse(_topic_list(value))
+        except ValueError as err:
+            raise ValueError(str(err).removeprefix("RTMH_ALLOWED_TARGETS: ")) from None
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _check_log_level(cls, value: str) -> str:
@@ -298,8 +341,8 @@ class Settings(BaseSettings):
         return {t: kind for kind in ("logs", "metrics", "events") for t in self.topics_for(kind)}
 
     @property
-    def api_token_list(self) -> list[str]:
-        return [t.strip() for t in self.api_tokens.split(",") if t.strip()]
+    def allowed_target_list(self) -> list[str]:
+        return _topic_list(self.allowed_targets)
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that make a child process (``rtmh worker`` under ``up``, a

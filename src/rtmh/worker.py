@@ -18,6 +18,7 @@ from rtmh.config import Settings
 from rtmh.ingest.batch import Batch
 from rtmh.ingest.checkpoint import Timings
 from rtmh.ingest.safety_net import InTransaction
+from rtmh.ingest.throughput import ThroughputPublisher
 from rtmh.ingest.worker import Worker
 from rtmh.kafka.client import MessageReader
 from rtmh.records import DecodedRecord, WindowKey
@@ -116,6 +117,11 @@ def build_worker(
     )
     # settles the batch's fold decisions: only a committed batch's keys join the minute
     worker.after_commit.append(guard.after_commit)
+    # the API's live stream: ingest rates, NOTIFYed once a second from a thread of its own
+    throughput = ThroughputPublisher(postgres_url)
+    worker.after_commit.append(throughput.after_commit)
+    worker.on_stop.append(throughput.stop)
+    throughput.start()
     if rules:
         engine = RuleEngine(settings, postgres_url)
 

@@ -374,6 +374,7 @@ def test_the_catalog_reader_sees_the_schema(catalog: Catalog) -> None:
         ("incidents", "alert_rules"),
         ("incident_events", "incidents"),
         ("alert_notifications", "incidents"),
+        ("notification_attempts", "alert_notifications"),
     }
     assert ("metrics_agg", "trg_metrics_agg_updated_at") in {
         (t.table, t.name) for t in catalog.triggers

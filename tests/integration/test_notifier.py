@@ -27,12 +27,15 @@ from rich.console import Console
 from rtmh.notify.channels.config import MAX_TIMEOUT_SECONDS
 from rtmh.notify.cli import run_notify_test
 from rtmh.notify.notifier import NotifierOptions, NotifierThread
+from rtmh.notify.targets import TargetPolicy
 from rtmh.records import IncidentSnapshot
-from tests.receivers import HttpReceiver, SmtpReceiver
+from tests.receivers import ALLOW_LOOPBACK, HttpReceiver, SmtpReceiver
 
 T = TypeVar("T")
 SECRET = "whsec-notifier-test-5e1f"
 ROUTING_KEY = "PDROUTINGKEY0123456789abcdefABCD"
+#: the receivers listen on loopback, which the notifier refuses unless allowed
+LOOPBACK = TargetPolicy.parse([ALLOW_LOOPBACK])
 FAST = NotifierOptions(
     backoff_base_s=0.05,
     backoff_cap_s=0.2,
@@ -40,6 +43,7 @@ FAST = NotifierOptions(
     lease_margin_s=1.0,
     stop_timeout_s=5.0,
     public_url="http://rtmh.test:8080",
+    targets=LOOPBACK,
 )
 
 
@@ -251,7 +255,7 @@ def test_permanent_failures_and_unusable_channels_are_dead_at_once_with_a_clear_
 def test_listen_notify_wakes_the_notifier_without_waiting_for_the_poll(db_url: str) -> None:
     # An hour between polls, far beyond the test's own timeout: once the notifier is ready (its
     # LISTEN active, its first claim done and empty), only the NOTIFY can make it deliver.
-    no_poll = NotifierOptions(poll_cap_s=3600.0, public_url=FAST.public_url)
+    no_poll = NotifierOptions(poll_cap_s=3600.0, public_url=FAST.public_url, targets=LOOPBACK)
     with HttpReceiver() as hook:
         channel = webhook_channel(db_url, hook)
         with notifier(db_url, no_poll):
@@ -268,7 +272,8 @@ def test_stop_puts_attempts_cut_short_back_to_pending(db_url: str) -> None:
         channel = webhook_channel(db_url, hook, timeout_seconds=MAX_TIMEOUT_SECONDS)
         hook.hang_next(1, seconds=3600)
         nid, _ = queue_one(db_url, channel)
-        running = NotifierThread(db_url, NotifierOptions(stop_timeout_s=0.3)).start()
+        options = NotifierOptions(stop_timeout_s=0.3, targets=LOOPBACK)
+        running = NotifierThread(db_url, options).start()
         hook.wait_for(1, timeout=600)
         running.stop(timeout=60)
         assert running.error is None
@@ -301,6 +306,7 @@ def test_notifier_killed_mid_send_is_retried_by_the_next_with_the_same_idempoten
         "RTMH_NOTIFY_BACKOFF_BASE_S": "0.05",
         # four slots, all of them hung below: the rest wait as pending
         "RTMH_NOTIFY_CONCURRENCY": "4",
+        "RTMH_ALLOWED_TARGETS": ALLOW_LOOPBACK,
     }
     log = tmp_path / "notifier.log"
     with HttpReceiver(secret=SECRET) as hook:
@@ -350,7 +356,9 @@ def test_notifier_killed_mid_send_is_retried_by_the_next_with_the_same_idempoten
 
 def test_two_notifiers_never_send_the_same_attempt_twice(db_url: str) -> None:
     # Few slots each (the test receiver's listen backlog is 5), so both notifiers take part.
-    options = NotifierOptions(concurrency=3, batch_size=3, public_url=FAST.public_url)
+    options = NotifierOptions(
+        concurrency=3, batch_size=3, public_url=FAST.public_url, targets=LOOPBACK
+    )
     with HttpReceiver(secret=SECRET) as hook:
         channel = webhook_channel(db_url, hook)
         with notifier(db_url, options) as a, notifier(db_url, options) as b:
@@ -485,11 +493,13 @@ def test_notify_test_prints_the_receivers_answer(db_url: str) -> None:
         channel = webhook_channel(db_url, hook, name="demo")
         hook.respond_with(202, body="accepted by the test receiver")
         console, buffer = _console()
-        outcome = run_notify_test(db_url, channel, console=console, public_url="http://x.test")
+        outcome = run_notify_test(
+            db_url, channel, console=console, public_url="http://x.test", targets=LOOPBACK
+        )
         [request] = hook.requests
         hook.respond_with(503, body="receiver is down")
         failing_console, failing = _console()
-        failed = run_notify_test(db_url, channel, console=failing_console)
+        failed = run_notify_test(db_url, channel, console=failing_console, targets=LOOPBACK)
     assert outcome.exit_code == 0
     text = buffer.getvalue()
     assert "delivered: HTTP 202" in text and "accepted by the test receiver" in text

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import psycopg
 
 from rtmh.embedded.postgres import EmbeddedPostgres
@@ -55,15 +59,55 @@ def test_sigint_stops_everything_in_order(cli_env: dict[str, str]) -> None:
         60,
         "the worker consuming",
     )
+    _api_works_with_the_local_token(run, cli_env)
     run.proc.send_signal(signal.SIGINT)
     assert run.finish(60) == 0, run.output()
     out = run.output()
     order = [
         out.index(f"{step} stopped")
-        for step in ("demo traffic", "worker", "notifier", "broker", "PostgreSQL")
+        for step in ("demo traffic", "api", "worker", "notifier", "broker", "PostgreSQL")
     ]
     assert order == sorted(order), out
     assert run.survivors(10) == []
+    run_dir = Path(cli_env["RTMH_DATA_DIR"]) / "run"
+    assert not (run_dir / "api-token").exists() and not (run_dir / "hub.json").exists()
+
+
+def _api_works_with_the_local_token(run: UpRun, cli_env: dict[str, str]) -> None:
+    """`up` prints where its API is and where the local admin token is; both work, and the
+    other commands find the running hub's database without POSTGRES_URL."""
+    found = re.search(r"API at (http://\S+)/api/v1", run.output())
+    assert found, run.output()
+    token_file = Path(cli_env["RTMH_DATA_DIR"]) / "run" / "api-token"
+    assert f"admin token for this user in {token_file}" in run.output()
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    token = token_file.read_text().strip()
+    assert token not in run.output()
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{found.group(1)}/readyz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(answers, 60, "the API to answer")
+    listed = httpx.get(f"{found.group(1)}/api/v1/tokens", headers=headers, timeout=10)
+    assert listed.status_code == 200 and [t["name"] for t in listed.json()] == ["local-admin"]
+    made = subprocess.run(
+        [sys.executable, "-m", "rtmh.cli", "token", "create", "ci", "--scope", "read"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    ci_token = made.stdout.strip()
+    assert ci_token.startswith("rtmh_") and "shown once" in made.stderr
+    with httpx.Client(base_url=found.group(1), timeout=10) as client:
+        reader = {"Authorization": f"Bearer {ci_token}"}
+        assert client.get("/api/v1/incidents", headers=reader).status_code == 200
+        assert client.post("/api/v1/silences", headers=reader, json={}).status_code == 403
 
 
 def test_sigkill_of_up_takes_its_children_down(cli_env: dict[str, str]) -> None:

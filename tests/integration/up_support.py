@@ -12,7 +12,7 @@ import psutil
 
 from .ingest_support import wait_for
 
-ROLES = ("postgres", "broker", "worker", "notifier")
+ROLES = ("postgres", "broker", "worker", "notifier", "api")
 
 
 def _role(name: str, cmdline: list[str]) -> str | None:
@@ -70,7 +70,7 @@ class UpRun:
         wait_for(lambda: fragment in self.output(), timeout, f"{fragment!r} in up's output")
 
     def roles(self) -> set[str]:
-        """What `up`'s live children are (worker, notifier, postgres, broker); each one seen is
+        """What `up`'s live children are (worker, notifier, api, postgres, broker); each one seen is
         remembered among the descendants too, so survivors() checks it."""
         found: set[str] = set()
         with contextlib.suppress(psutil.NoSuchProcess):

@@ -21,7 +21,14 @@ _LOCALHOST: Final = "127.0.0.1"
 
 
 class ArrivalReceiver:
-    """``with ArrivalReceiver(secret) as r:`` then point a webhook channel at ``r.url``."""
+    """``with ArrivalReceiver(secret) as r:`` then point a webhook channel at ``r.url``.
+
+    The notifier that delivers to it must allow ``TARGET`` (RTMH_ALLOWED_TARGETS): loopback is
+    refused by default.
+    """
+
+    #: the allow-list entry that lets a notifier reach this receiver
+    TARGET: Final = f"{_LOCALHOST}/32"
 
     def __init__(self, secret: str | None = None) -> None:
         self.secret = secret

@@ -34,6 +34,8 @@ from rtmh.bench.common import (
 from rtmh.bench.processes import RtmhProcess, log_tail
 from rtmh.config import Settings
 from rtmh.db.queries import load
+from rtmh.notify.targets import extend_allow_list
+from rtmh.up.demo import RECEIVER_TARGET
 
 SQL = load("bench")
 
@@ -264,6 +266,8 @@ def _soak(
         data_dir=data_dir,
         embedded_broker_max_batches=result.max_batches,
         log_level="INFO",
+        # `up` hands its settings to its notifier, which must reach the loopback demo receiver
+        allowed_targets=extend_allow_list(settings.allowed_target_list, RECEIVER_TARGET),
     )
     log_path = workdir / "up.log"
     with RtmhProcess("up", env, log_path, args=["--demo"], stop_timeout_s=60) as up:

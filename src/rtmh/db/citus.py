@@ -100,6 +100,13 @@ TABLES: Mapping[str, Placement] = {
         _L,
         "the outbox: FOR UPDATE SKIP LOCKED and a NOTIFY trigger; references incidents",
     ),
+    "api_tokens": Placement(_L, "a handful of rows read by the API"),
+    "notification_attempts": Placement(
+        _L, "one row per delivery attempt, by a trigger on alert_notifications; references it"
+    ),
+    "stream_events": Placement(
+        _L, "the live stream's replay log: appended by triggers on local tables, read by the API"
+    ),
     "schema_migrations": Placement(_L, "the migrators' own bookkeeping"),
 }
 

@@ -11,12 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Annotated
 
-import httpx
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -24,9 +21,10 @@ from rich.markup import escape
 from rtmh.config import ConfigError, Settings, load_settings
 from rtmh.db.connect import DatabaseUnavailable, connect, describe_url
 from rtmh.notify import outbox
-from rtmh.notify.channels import Channel, ChannelConfigError, DeliveryResult, deliver
+from rtmh.notify.channels import Channel, ChannelConfigError, DeliveryResult
 from rtmh.notify.notifier import NotifierOptions, serve
-from rtmh.records import Notification
+from rtmh.notify.outbound import send_test
+from rtmh.notify.targets import TargetPolicy
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +88,22 @@ def test_command(
 
     Sent directly: no outbox row, no retries. Exit code 0 when the receiver accepted it.
 
-    Disabled channels are tested too, so they can be checked before they are enabled.
+    Disabled channels are tested too, so they can be checked before they are enabled. The
+    channel may only reach what RTMH_ALLOWED_TARGETS allows, as in the notifier.
     """
     settings = _settings(ctx)
-    outcome = run_notify_test(_require_url(settings), channel, public_url=settings.public_url)
+    targets = _targets(settings)
+    outcome = run_notify_test(
+        _require_url(settings), channel, public_url=settings.public_url, targets=targets
+    )
     raise typer.Exit(outcome.exit_code)
+
+
+def _targets(settings: Settings) -> TargetPolicy:
+    try:
+        return TargetPolicy.from_settings(settings)
+    except ValueError as err:  # names RTMH_ALLOWED_TARGETS and the bad entry
+        raise _fail(str(err), 2) from None
 
 
 def run_notify_test(
@@ -103,9 +112,11 @@ def run_notify_test(
     *,
     console: Console | None = None,
     public_url: str | None = None,
+    targets: TargetPolicy | None = None,
 ) -> ChannelTestResult:
     """Load ``channel_name``, send it ``Notification.test``, print the answer (to ``console``,
-    default stdout; errors to stderr). ``public_url``: the dashboard's, default Settings'."""
+    default stdout; errors to stderr). ``public_url``: the dashboard's, default Settings';
+    ``targets``: where the channel may connect, default the strict policy (no allow-list)."""
     out = console or Console()
     err = console or _err
     try:
@@ -138,12 +149,7 @@ def run_notify_test(
     except ChannelConfigError as exc:  # names the field, never a value
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return ChannelTestResult(1, None, None)
-    base = (public_url or Settings.model_fields["public_url"].default).rstrip("/")
-    notification = Notification.test(
-        f"rtmh:test:{channel.name}:{uuid.uuid4().hex}",
-        now=datetime.now(UTC),
-        dashboard_url=f"{base}/",
-    )
+    base = public_url or Settings.model_fields["public_url"].default
     note = "" if row.enabled else " [yellow](disabled: the notifier does not use it)[/]"
     out.print(
         f"sending a test notification to channel [bold]{escape(channel.name)}[/] "
@@ -151,7 +157,7 @@ def run_notify_test(
         highlight=False,
     )
     started = time.monotonic()
-    result = asyncio.run(_send(channel, notification))
+    result = asyncio.run(send_test(channel, targets or TargetPolicy(), public_url=base))
     seconds = time.monotonic() - started
     status = f"HTTP {result.http_status}" if result.http_status is not None else channel.type
     if result.ok:
@@ -171,11 +177,6 @@ def run_notify_test(
     return ChannelTestResult(0 if result.ok else 1, channel, result, seconds)
 
 
-async def _send(channel: Channel, notification: Notification) -> DeliveryResult:
-    async with httpx.AsyncClient(follow_redirects=False) as client:
-        return await deliver(channel, notification, client)
-
-
 # --- rtmh notifier --------------------------------------------------------------------------
 
 
@@ -186,7 +187,10 @@ def run_notifier(settings: Settings) -> None:
     Raises ``typer.Exit`` with a one-line message when it cannot start.
     """
     url = _require_url(settings)
-    opts = NotifierOptions.from_settings(settings)
+    try:
+        opts = NotifierOptions.from_settings(settings)
+    except ValueError as err:  # RTMH_ALLOWED_TARGETS: names the bad entry
+        raise _fail(str(err), 2) from None
     try:
         with connect(url) as conn:
             ready = outbox.schema_ready(conn)

@@ -7,16 +7,18 @@ One asyncio loop per process:
   earliest ``next_attempt_at`` (retries coming due), at most ``poll_cap_s``, which also bounds
   how long an expired lease waits to be taken over.
 * **Settings**: :class:`NotifierOptions`, built from :class:`rtmh.config.Settings`
-  (RTMH_NOTIFY_*, RTMH_PUBLIC_URL) by :meth:`NotifierOptions.from_settings`; run it as
-  ``rtmh notifier``.
+  (RTMH_NOTIFY_*, RTMH_PUBLIC_URL, RTMH_ALLOWED_TARGETS) by :meth:`NotifierOptions.from_settings`;
+  run it as ``rtmh notifier``.
 * **Claim**: one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)`` takes up to the
   number of free delivery slots (see :mod:`rtmh.notify.outbox`). Any number of notifiers can run
   against one database: a row is only ever claimed by one of them per attempt. The lease of a
   row is ``channels.max_attempt_seconds(channel) + lease_margin_s``, so it cannot expire while
   the attempt is still allowed to run.
 * **Deliver**: every claimed row gets its own task at once (``concurrency`` at most), sharing
-  one ``httpx.AsyncClient``. Channels and active silences are read from the database on every
-  claim, so edits apply to the next notification without a restart.
+  one ``httpx.AsyncClient`` that connects only where the target policy allows
+  (:func:`rtmh.notify.targets.guarded_client`; a refused target is a permanent failure).
+  Channels and active silences are read from the database on every claim, so edits apply to
+  the next notification without a restart.
 * **Record**: ``sent``; ``failed`` with ``next_attempt_at = now + backoff`` (exponential, equal
   jitter, Retry-After honoured); ``dead`` when attempts are exhausted, the failure is permanent,
   or the channel is missing, disabled or misconfigured; ``suppressed`` when an active silence
@@ -65,6 +67,7 @@ from rtmh.notify.channels import (
 )
 from rtmh.notify.channels.base import scrub
 from rtmh.notify.outbox import ChannelRow, ClaimedRow
+from rtmh.notify.targets import TargetPolicy, guarded_client
 from rtmh.records import IncidentSnapshot, Notification
 from rtmh.rules.silences import Silence, matching_silence
 
@@ -108,10 +111,16 @@ class NotifierOptions:
     public_url: str = _default("public_url")
     #: stored in claimed_by; default ``host:pid:random``
     notifier_id: str = field(default_factory=lambda: default_notifier_id())
+    #: where HTTP channels may connect (RTMH_ALLOWED_TARGETS); the default refuses loopback
+    #: and private addresses, so a notifier embedded for a loopback receiver must allow it
+    targets: TargetPolicy = field(default_factory=TargetPolicy)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> NotifierOptions:
-        """RTMH_NOTIFY_* and RTMH_PUBLIC_URL, read and checked by :class:`Settings`."""
+        """RTMH_NOTIFY_*, RTMH_PUBLIC_URL and RTMH_ALLOWED_TARGETS, read by :class:`Settings`.
+
+        Raises ValueError naming RTMH_ALLOWED_TARGETS when an entry of it is unusable.
+        """
         return cls(
             concurrency=settings.notify_concurrency,
             batch_size=settings.notify_batch_size,
@@ -121,6 +130,7 @@ class NotifierOptions:
             poll_cap_s=settings.notify_poll_cap_s,
             stop_timeout_s=settings.notify_stop_timeout_s,
             public_url=settings.public_url,
+            targets=TargetPolicy.from_settings(settings),
         )
 
 
@@ -226,7 +236,7 @@ class Notifier:
         )
         delay = _RECONNECT_MIN_S
         try:
-            async with httpx.AsyncClient(limits=limits, follow_redirects=False) as client:
+            async with guarded_client(self.options.targets, limits=limits) as client:
                 while not self._stop.is_set():
                     try:
                         await self._connect()

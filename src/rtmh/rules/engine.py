@@ -24,22 +24,29 @@ import psycopg
 
 from rtmh.config import Settings
 from rtmh.db.connect import connect
-from rtmh.records import GLOBAL_WINDOW_KEY, IncidentSnapshot, WindowKey, value_vs_threshold
-from rtmh.rules import store
-from rtmh.rules.evaluate import Observation, evaluate, evaluate_absence, evaluate_all, matches
+from rtmh.records import GLOBAL_WINDOW_KEY, WindowKey, value_vs_threshold
+from rtmh.rules import notifications, store
+from rtmh.rules.evaluate import (
+    Observation,
+    evaluate,
+    evaluate_absence,
+    evaluate_all,
+    evaluate_silent,
+    matches,
+)
 from rtmh.rules.lifecycle import (
     REOPEN_SECONDS,
+    NotifyEvent,
     Open,
     Transition,
     current_state,
     fingerprint,
-    idempotency_key,
     incident_title,
     refresh_only,
     step,
 )
 from rtmh.rules.model import IncidentState, Rule
-from rtmh.rules.silences import Silence, matching_silence
+from rtmh.rules.silences import Silence
 
 log = logging.getLogger(__name__)
 
@@ -168,15 +175,7 @@ class RuleEngine:
     ) -> Observation:
         if windows:
             return evaluate(rule, windows, now)
-        return Observation(
-            rule_id=rule.id,
-            window_key=window_key,
-            at=now,
-            firing=False,
-            holding=False,
-            reason=f"no {rule.metric_type} data in the last {self.settings.window_size_s} s: "
-            "the condition is treated as cleared",
-        )
+        return evaluate_silent(rule, window_key, now, self.settings.window_size_s)
 
     # --- incidents ------------------------------------------------------------------------------
     def apply(self, rule: Rule, obs: Observation, now: float) -> None:
@@ -289,48 +288,16 @@ class RuleEngine:
         conn: psycopg.Connection,
         rule: Rule,
         state: IncidentState,
-        event: str,
+        event: NotifyEvent,
         seq: int,
         obs: Observation,
     ) -> None:
-        if not rule.channels:
-            return
+        rows = notifications.queue(
+            rule, state, event, seq, obs.reason, self.silences, datetime.now(UTC)
+        )
         assert state.id is not None
-        snapshot = IncidentSnapshot(
-            id=state.id,
-            title=incident_title(rule, state.window_key),
-            severity=rule.severity,
-            status=state.status,
-            source=rule.source,
-            window_key=state.window_key,
-            rule_name=rule.name,
-            first_seen=datetime.fromtimestamp(state.first_seen, UTC),
-            last_seen=datetime.fromtimestamp(state.last_seen, UTC),
-            last_value=state.last_value,
-            threshold=rule.threshold,
-            condition=rule.condition,
-            peak_value=state.peak_value,
-            resolved_at=None
-            if state.resolved_at is None
-            else datetime.fromtimestamp(state.resolved_at, UTC),
-            description=rule.description,
-            runbook_url=rule.runbook_url,
-            metric_type=rule.metric_type,
-            metadata={"reason": obs.reason},
-        )
-        silence = matching_silence(
-            self.silences, rule.name, state.window_key, rule.severity, datetime.now(UTC)
-        )
-        for channel in rule.channels:
-            store.insert_notification(
-                conn,
-                state.id,
-                channel,
-                event,
-                idempotency_key(state.id, channel, event, seq),  # type: ignore[arg-type]
-                {"incident": snapshot.to_dict()},
-                silence,
-            )
+        for row in rows:
+            store.insert_notification(conn, state.id, row)
 
 
 def _recovered(rule: Rule, state: IncidentState) -> str:

@@ -23,6 +23,7 @@ from rtmh.rules.model import (
     WindowValue,
     validate_rule,
 )
+from rtmh.rules.notifications import QueuedNotification
 from rtmh.rules.silences import Silence
 
 log = logging.getLogger(__name__)
@@ -178,21 +179,23 @@ def insert_incident(
 
 
 def update_incident(conn: psycopg.Connection, state: IncidentState) -> None:
-    conn.execute(
-        SQL.update_incident,
-        {
-            "id": state.id,
-            "severity": state.notified_severity,
-            "status": state.status,
-            "last_value": state.last_value,
-            "peak_value": state.peak_value,
-            "trigger_count": state.trigger_count,
-            "last_seen": _ts(state.last_seen),
-            "resolved_at": _ts(state.resolved_at),
-            "closed_at": _ts(state.closed_at),
-            "metadata": Jsonb(_eval_metadata(state)),
-        },
-    )
+    conn.execute(SQL.update_incident, update_params(state))
+
+
+def update_params(state: IncidentState) -> dict[str, Any]:
+    """update_incident's parameters (the API's async writer uses them too)."""
+    return {
+        "id": state.id,
+        "severity": state.notified_severity,
+        "status": state.status,
+        "last_value": state.last_value,
+        "peak_value": state.peak_value,
+        "trigger_count": state.trigger_count,
+        "last_seen": _ts(state.last_seen),
+        "resolved_at": _ts(state.resolved_at),
+        "closed_at": _ts(state.closed_at),
+        "metadata": Jsonb(_eval_metadata(state)),
+    }
 
 
 def insert_timeline(
@@ -207,24 +210,40 @@ def insert_timeline(
 ) -> None:
     conn.execute(
         SQL.insert_timeline,
-        (incident_id, event_type, from_status, to_status, value, Jsonb(dict(details)), actor),
+        timeline_params(incident_id, event_type, from_status, to_status, value, details, actor),
     )
 
 
 def insert_notification(
-    conn: psycopg.Connection,
-    incident_id: str,
-    channel: str,
-    event: str,
-    key: str,
-    payload: Mapping[str, Any],
-    suppressed_by: int | None,
+    conn: psycopg.Connection, incident_id: str, row: QueuedNotification
 ) -> None:
-    status = "suppressed" if suppressed_by is not None else "pending"
-    conn.execute(
-        SQL.insert_notification,
-        (incident_id, channel, event, key, status, Jsonb(dict(payload)), suppressed_by),
+    conn.execute(SQL.insert_notification, notification_params(incident_id, row))
+
+
+def notification_params(incident_id: str, row: QueuedNotification) -> tuple[Any, ...]:
+    """insert_notification's parameters (the API's async writer uses them too)."""
+    return (
+        incident_id,
+        row.channel,
+        row.event,
+        row.idempotency_key,
+        row.status,
+        Jsonb(row.payload),
+        row.suppressed_by,
     )
+
+
+def timeline_params(
+    incident_id: str,
+    event_type: str,
+    from_status: str | None,
+    to_status: str | None,
+    value: float | None,
+    details: Mapping[str, Any],
+    actor: str,
+) -> tuple[Any, ...]:
+    """insert_timeline's parameters."""
+    return (incident_id, event_type, from_status, to_status, value, Jsonb(dict(details)), actor)
 
 
 def correlation(

@@ -1,6 +1,10 @@
 """The demo of `rtmh up --demo`: a scripted story on five services, and a webhook receiver on
 loopback so demo notifications travel the real delivery path (signed, retried, recorded).
 
+Loopback is a target the notifier refuses by default (it is how a channel would reach services
+that only listen locally), so the demo's notifier runs with the receiver's address added to
+RTMH_ALLOWED_TARGETS (:func:`notifier_allowed_targets`); the default stays strict.
+
 The story repeats every STORY_PERIOD seconds:
   10 s  deploy of checkout 2.4.1
   15 s  checkout: 35 % of requests fail for 15 s          -> error_rate_monitor incident
@@ -23,8 +27,10 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from rtmh import simulate as sim
+from rtmh.config import Settings
 from rtmh.db.queries import load
 from rtmh.notify.channels.webhook import SIGNATURE_HEADER, verify_signature
+from rtmh.notify.targets import extend_allow_list
 
 STORY_PERIOD = 150.0
 DEMO_RATE = 400.0
@@ -34,6 +40,9 @@ DEMO_RATE = 400.0
 #: lag
 DEMO_LINGER_MS = 20
 DEMO_CHANNEL = "demo-webhook"
+#: where the demo receiver listens, as an RTMH_ALLOWED_TARGETS entry
+RECEIVER_HOST = "127.0.0.1"
+RECEIVER_TARGET = f"{RECEIVER_HOST}/32"
 
 SQL = load("demo")
 
@@ -98,14 +107,14 @@ class DemoReceiver:
             def log_message(self, format: str, *args: object) -> None:
                 pass  # deliveries are shown by the live view instead
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((RECEIVER_HOST, 0), Handler)
         # request threads never hold up `up`'s shutdown (server_close joins non-daemon ones)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks/rtmh"
+        return f"http://{RECEIVER_HOST}:{self.server.server_address[1]}/hooks/rtmh"
 
     def start(self) -> None:
         self.thread.start()
@@ -113,6 +122,11 @@ class DemoReceiver:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def notifier_allowed_targets(settings: Settings) -> str:
+    """RTMH_ALLOWED_TARGETS for the demo's notifier: the user's allow-list plus the receiver."""
+    return extend_allow_list(settings.allowed_target_list, RECEIVER_TARGET)
 
 
 def configure(conn: psycopg.Connection, receiver_url: str, secret: str) -> None:

@@ -4,11 +4,15 @@ Order of start: PostgreSQL (embedded unless POSTGRES_URL), broker (embedded unle
 KAFKA_BOOTSTRAP_SERVERS), migrations, the demo receiver, then the worker and the notifier as
 supervised children, then the demo traffic. Stop is the reverse: producers first so the worker
 can finish its last batch, then the worker, the notifier, the broker and the database.
-The API and dashboard will be one more supervised child here (`rtmh api`) once they exist.
+The API (`rtmh api`) is a third supervised child; `up` makes an admin token for the local user
+and leaves it, with the database's URL, in private files for the other commands
+(:mod:`rtmh.up.running`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -20,13 +24,15 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
 
+import psycopg
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 
 from rtmh import simulate as sim
+from rtmh.api.serve import PortBusy, bind
 from rtmh.config import Settings
-from rtmh.db.connect import DatabaseUnavailable, connect, describe_url
+from rtmh.db.connect import DatabaseUnavailable, connect, describe_url, normalise_url
 from rtmh.db.migrate import apply_pending
 from rtmh.embedded.broker import EmbeddedBroker
 from rtmh.embedded.files import private_dir
@@ -41,9 +47,12 @@ from rtmh.kafka.client import (
     wait_for_broker,
 )
 from rtmh.records import Kind
+from rtmh.service.errors import NotFound
+from rtmh.service.tokens import create_token, revoke_token
 from rtmh.up import demo as story
 from rtmh.up import view
 from rtmh.up.broker_watch import BrokerWatch
+from rtmh.up.running import RunningHub, announce, withdraw
 from rtmh.up.supervisor import Child, ChildFailed, Supervisor
 
 log = logging.getLogger(__name__)
@@ -61,6 +70,9 @@ class UpOptions:
     demo: bool = False
     duration: float | None = None
     fresh: bool = False
+    #: where the API listens; None: RTMH_API_HOST / RTMH_API_PORT
+    host: str | None = None
+    port: int | None = None
 
 
 class Traffic:
@@ -214,24 +226,58 @@ class Hub:
             # one port, one process: --metrics-port serves the worker's /metrics (two children
             # on one port would fight over it and the loser would be restarted for ever)
             own["metrics_port"] = 0
+        if name == "notifier" and self.options.demo:
+            # the demo receiver listens on loopback, which the notifier refuses by default
+            own["allowed_targets"] = story.notifier_allowed_targets(self.settings)
         return {**os.environ, **self.settings.model_copy(update=own).to_env()}
 
-    def _children(self, stack: ExitStack, supervisor: Supervisor) -> None:
+    def _api_address(self) -> tuple[str, int]:
+        host = self.options.host or self.settings.api_host
+        wanted = self.options.port if self.options.port is not None else self.settings.api_port
+        try:
+            # bound and released: the child binds it again at once (SO_REUSEADDR)
+            with bind(host, wanted) as sock:
+                port = int(sock.getsockname()[1])
+        except PortBusy as err:
+            raise UpError(str(err).replace("--port", "rtmh up --port")) from None
+        return host, port
+
+    def _children(self, stack: ExitStack, supervisor: Supervisor) -> str:
+        """Start worker, notifier and API; returns the API's URL."""
         logs = private_dir(self.settings.data_dir / "logs")
-        for name in ("worker", "notifier"):
+        host, port = self._api_address()
+        argv = {
+            "worker": ["worker"],
+            "notifier": ["notifier"],
+            "api": ["api", "--host", host, "--port", str(port)],
+        }
+        for name, args in argv.items():
             supervisor.add(
                 Child(
                     name,
-                    [sys.executable, "-m", "rtmh.cli", name],
+                    [sys.executable, "-m", "rtmh.cli", *args],
                     self._child_env(name),
                     logs / f"{name}.log",
                     self.run_dir / f"{name}.pid",
                 )
             )
-        # registered notifier first: the stack unwinds last-in first-out, so the worker
-        # (finishing its batch) stops before the notifier
-        for name in ("notifier", "worker"):
+        # the stack unwinds last-in first-out: the API first, then the worker (finishing its
+        # batch), then the notifier
+        for name in ("notifier", "worker", "api"):
             stack.callback(self._step, f"{name} stopped", partial(supervisor.stop, name))
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{port}"
+
+    def _announce_api(self, stack: ExitStack, api_url: str) -> None:
+        """A fresh admin token for the local user, in a private file next to the hub's URL."""
+        token = asyncio.run(_local_admin_token(self.postgres_url))
+        token_file = announce(self.run_dir, RunningHub(self.postgres_url, api_url), token)
+        stack.callback(withdraw, self.run_dir)
+        self.say(f"API at {api_url}/api/v1 (interactive docs at {api_url}/docs)")
+        self.say(
+            f'admin token for this user in {token_file}; e.g. curl -H "Authorization: Bearer '
+            f'$(cat {token_file})" {api_url}/api/v1/incidents'
+        )
 
     # --- run ----------------------------------------------------------------------------------
     def run(self) -> None:
@@ -254,7 +300,8 @@ class Hub:
                 with connect(self.postgres_url, autocommit=True) as conn:
                     story.configure(conn, receiver.url, receiver.secret)
                 self.say(f"demo webhook receiver listening at {receiver.url} (HMAC-signed)")
-            self._children(stack, supervisor)
+            api_url = self._children(stack, supervisor)
+            self._announce_api(stack, api_url)
             self._bound_broker_log(stack)
             traffic: Traffic | None = None
             if self.options.demo:
@@ -270,7 +317,7 @@ class Hub:
                 f"{self.bootstrap}. Press Ctrl-C to stop."
             )
             self._watch(supervisor, traffic)
-            self.say("stopping: producers, worker, notifier, broker, database")
+            self.say("stopping: producers, API, worker, notifier, broker, database")
 
     def _stop_traffic(self, traffic: Traffic) -> None:
         traffic.stop()
@@ -405,6 +452,20 @@ def _logging_through(say: Callable[[str], None]) -> Iterator[None]:
         yield
     finally:
         root.handlers = saved
+
+
+#: the name of the token `up` makes for the local user; the previous one is revoked
+LOCAL_TOKEN_NAME = "local-admin"
+
+
+async def _local_admin_token(postgres_url: str) -> str:
+    async with await psycopg.AsyncConnection.connect(
+        normalise_url(postgres_url), autocommit=True
+    ) as conn:
+        with contextlib.suppress(NotFound):
+            await revoke_token(conn, LOCAL_TOKEN_NAME)
+        token, _info = await create_token(conn, LOCAL_TOKEN_NAME, "admin")
+    return token
 
 
 def run_up(settings: Settings, options: UpOptions, console: Console) -> None:

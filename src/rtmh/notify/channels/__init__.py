@@ -42,7 +42,13 @@ from rtmh.notify.channels.config import (
 from rtmh.notify.channels.email import conversation_deadline, deliver_email
 from rtmh.notify.channels.pagerduty import deliver_pagerduty
 from rtmh.notify.channels.slack import deliver_slack
-from rtmh.notify.channels.webhook import deliver_webhook, sign, verify_signature
+from rtmh.notify.channels.webhook import (
+    deliver_webhook,
+    sign,
+    sign_standard,
+    verify_signature,
+    verify_standard_signature,
+)
 from rtmh.records import Notification
 
 __all__ = [
@@ -65,7 +71,9 @@ __all__ = [
     "parse_retry_after",
     "redact",
     "sign",
+    "sign_standard",
     "verify_signature",
+    "verify_standard_signature",
 ]
 
 logger = logging.getLogger(__name__)
@@ -84,7 +92,8 @@ async def deliver(
     4xx/5xx, SMTP errors); see :mod:`rtmh.notify.channels.base` for which are retryable.
     ``now`` (default: the current time) stamps ``sent_at``/``X-RTMH-Timestamp``/``Date``.
     ``client`` is used for HTTP channels and ignored by email; give it no base_url and leave
-    redirects off (they are not followed either way).
+    redirects off (they are not followed either way). Outside tests it comes from
+    :func:`rtmh.notify.targets.guarded_client`, which keeps channels off refused addresses.
     """
     sent_at = now or datetime.now(UTC)
     result = await _dispatch(channel, notification, client, sent_at)

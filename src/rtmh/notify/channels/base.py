@@ -12,6 +12,10 @@ Retry policy, decided here once for every channel:
   a Location header points would hand it to a host nobody configured.
 * request errors raised before anything is sent (bad URL scheme, invalid header):
   ``retryable=False``, it is a configuration problem.
+* a connection the target policy refuses (:class:`~rtmh.notify.targets.TargetRefused`: the
+  host is, or resolves to, a loopback, private, link-local or metadata address the allow-list
+  does not admit): ``retryable=False``. Retrying would only ask DNS again until it answers
+  something else, which is what a rebinding attack waits for.
 
 Nothing a receiver does makes these functions raise; every secret of the channel is scrubbed
 from what they return.
@@ -30,6 +34,7 @@ from typing import Final
 import httpx
 
 from rtmh import __version__
+from rtmh.notify.targets import TargetRefused
 
 USER_AGENT: Final = f"rtmh/{__version__}"
 EXCERPT_CHARS: Final = 500
@@ -111,6 +116,8 @@ async def post(
     hidden = tuple(secrets)
     try:
         status, reason, headers, body = await _exchange(client, request)
+    except TargetRefused as exc:
+        return DeliveryResult.failure(scrub(f"refused: {exc}", hidden), retryable=False)
     except (httpx.TimeoutException, TimeoutError):
         return DeliveryResult.failure(
             f"timeout: no response within {request.timeout_seconds:g}s", retryable=True

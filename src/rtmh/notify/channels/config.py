@@ -9,6 +9,8 @@ form the API returns.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import hmac
 import math
@@ -28,7 +30,19 @@ MAX_TIMEOUT_SECONDS: Final = 120.0
 DEFAULT_PAGERDUTY_URL: Final = "https://events.pagerduty.com"
 
 # Headers the channel itself sets; letting config override them would break signing or dedup.
-_RESERVED_HEADERS: Final = frozenset({"content-type", "content-length", "host"})
+_RESERVED_HEADERS: Final = frozenset(
+    {
+        "content-type",
+        "content-length",
+        "host",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+)
+#: Standard Webhooks symmetric secrets: ``whsec_`` + base64 of 24 to 64 random bytes
+STANDARD_SECRET_PREFIX: Final = "whsec_"
+STANDARD_SECRET_BYTES: Final = (24, 64)
 _HEADER_NAME: Final = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 # Header names whose values are credentials even when someone put them in config by mistake.
 _CREDENTIAL_HEADER: Final = re.compile(r"auth|token|key|secret|cookie|password|signature", re.I)
@@ -86,7 +100,11 @@ class WebhookSettings:
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     headers: Mapping[str, str] = field(default_factory=dict)
     alertmanager_format: bool = False
+    #: key of the ``X-RTMH-Signature`` body signature, from ``secrets.hmac_secret``
     hmac_secret: Secret | None = None
+    #: ``whsec_...`` key of the Standard Webhooks signature, from
+    #: ``secrets.standard_webhooks_secret``
+    standard_webhooks_secret: Secret | None = None
     #: headers that carry credentials (e.g. Authorization), from ``secrets.headers``
     secret_headers: Mapping[str, Secret] = field(default_factory=dict)
 
@@ -205,6 +223,7 @@ def _parse_webhook(conf: _Fields, secret: _Fields, type_: str) -> WebhookSetting
         headers=conf.headers("headers"),
         alertmanager_format=alertmanager_format,
         hmac_secret=_optional_secret(secret, "hmac_secret"),
+        standard_webhooks_secret=_standard_secret(secret, "standard_webhooks_secret"),
         secret_headers={k: Secret(v) for k, v in secret.headers("headers").items()},
     )
 
@@ -262,6 +281,38 @@ _PARSERS: Final[Mapping[str, Callable[[_Fields, _Fields, str], ChannelSettings]]
 def _optional_secret(fields: _Fields, key: str) -> Secret | None:
     value = fields.optional_text(key)
     return None if value is None else Secret(value)
+
+
+def _standard_secret(fields: _Fields, key: str) -> Secret | None:
+    value = fields.optional_text(key)
+    if value is None:
+        return None
+    try:
+        decode_standard_secret(value)
+    except ValueError:
+        low, high = STANDARD_SECRET_BYTES
+        raise fields.error(
+            key,
+            f"must be {STANDARD_SECRET_PREFIX} followed by the base64 of {low} to {high} random "
+            f"bytes (make one with: echo {STANDARD_SECRET_PREFIX}$(openssl rand -base64 32))",
+        ) from None
+    return Secret(value)
+
+
+def decode_standard_secret(value: str) -> bytes:
+    """The HMAC key in a Standard Webhooks secret (``whsec_<base64>``); ValueError when it is
+    not one. The base64 padding may be left out, as some secret generators do."""
+    if not value.startswith(STANDARD_SECRET_PREFIX):
+        raise ValueError(f"a Standard Webhooks secret starts with {STANDARD_SECRET_PREFIX}")
+    text = value.removeprefix(STANDARD_SECRET_PREFIX)
+    try:
+        key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("a Standard Webhooks secret is base64 after its prefix") from None
+    low, high = STANDARD_SECRET_BYTES
+    if not low <= len(key) <= high:
+        raise ValueError(f"a Standard Webhooks key is {low} to {high} bytes long")
+    return key
 
 
 # ------------------------------------------------------------------------------------------------
@@ -398,6 +449,10 @@ def _secret_values(channel: Channel) -> list[str]:
     if isinstance(settings, WebhookSettings):
         if settings.hmac_secret is not None:
             values.append(settings.hmac_secret.reveal())
+        if settings.standard_webhooks_secret is not None:
+            whole = settings.standard_webhooks_secret.reveal()
+            # the key part alone too: a receiver may echo the secret without its prefix
+            values += [whole, whole.removeprefix(STANDARD_SECRET_PREFIX)]
         values += [secret.reveal() for secret in settings.secret_headers.values()]
     elif isinstance(settings, SlackSettings):
         values.append(settings.url.reveal())

@@ -1,0 +1,158 @@
+"""Alert rules for people: list, read, create, replace, patch, enable/disable, delete.
+
+Validation is :func:`rtmh.rules.model.validate_rule`, the function the engine applies when it
+loads rules: a rule the API accepts is a rule the engine runs. Writes fire the table's NOTIFY,
+so every worker reloads within a moment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+import psycopg
+from psycopg.rows import dict_row
+
+from rtmh.db.queries import load
+from rtmh.rules.model import Rule, RuleError, validate_rule
+from rtmh.service.errors import Conflict, Invalid, NotFound
+
+SQL = load("rule_admin")
+
+#: what a client may send; id, created_at and updated_at are the server's
+WRITABLE = tuple(f for f in Rule.__struct_fields__ if f != "id")
+
+
+def check(fields: Mapping[str, Any]) -> Rule:
+    """validate_rule for a request body: RuleError becomes Invalid naming the field."""
+    for key in ("id", "created_at", "updated_at"):
+        if key in fields:
+            raise Invalid(key, "set by the server; leave it out")
+    try:
+        return validate_rule(fields)
+    except RuleError as err:
+        raise Invalid(err.field, err.problem) from None
+
+
+def _params(rule: Rule) -> dict[str, Any]:
+    params = msgspec.structs.asdict(rule)
+    params["channels"] = list(rule.channels)
+    return params
+
+
+async def _check_channels(cur: psycopg.AsyncCursor[dict[str, Any]], rule: Rule) -> None:
+    if not rule.channels:
+        return
+    await cur.execute(SQL.existing_channels, (list(rule.channels),))
+    known = {row["name"] for row in await cur.fetchall()}
+    missing = [c for c in rule.channels if c not in known]
+    if missing:
+        raise Invalid(
+            "channels",
+            f"no channel named {missing[0]!r}; create it first (POST /api/v1/channels) or "
+            "remove it from the rule",
+        )
+
+
+async def _fetch(cur: psycopg.AsyncCursor[dict[str, Any]], key: str) -> dict[str, Any]:
+    if key.isdigit():
+        await cur.execute(SQL.get_rule_by_id, (int(key),))
+    else:
+        await cur.execute(SQL.get_rule_by_name, (key,))
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"no rule {key!r} (by id or name)")
+    return row
+
+
+async def list_rules(conn: psycopg.AsyncConnection[Any]) -> list[dict[str, Any]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(SQL.list_rules)
+        return await cur.fetchall()
+
+
+async def get_rule(conn: psycopg.AsyncConnection[Any], key: str) -> dict[str, Any]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        return await _fetch(cur, key)
+
+
+async def load_rule(conn: psycopg.AsyncConnection[Any], key: str) -> Rule:
+    """A saved rule, by id or name, as the engine sees it."""
+    row = await get_rule(conn, key)
+    try:
+        return validate_rule(
+            {k: v for k, v in row.items() if k not in ("created_at", "updated_at")}
+        )
+    except RuleError as err:
+        raise Conflict(f"rule {key!r} is stored but invalid ({err}); fix it with PUT") from None
+
+
+def _duplicate(name: str) -> Conflict:
+    return Conflict(f"a rule named {name!r} exists; choose another name or update that rule")
+
+
+async def create_rule(
+    conn: psycopg.AsyncConnection[Any], fields: Mapping[str, Any]
+) -> dict[str, Any]:
+    rule = check(fields)
+    try:
+        async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            await _check_channels(cur, rule)
+            await cur.execute(SQL.insert_rule, _params(rule))
+            row = await cur.fetchone()
+    except psycopg.errors.UniqueViolation:
+        raise _duplicate(rule.name) from None
+    assert row is not None
+    return row
+
+
+async def replace_rule(
+    conn: psycopg.AsyncConnection[Any], key: str, fields: Mapping[str, Any]
+) -> dict[str, Any]:
+    """PUT: the body is the whole rule; fields left out take their defaults."""
+    rule = check(fields)
+    return await _store(conn, key, rule)
+
+
+async def patch_rule(
+    conn: psycopg.AsyncConnection[Any], key: str, fields: Mapping[str, Any]
+) -> dict[str, Any]:
+    """PATCH: the given fields over the stored rule, then the same validation."""
+    current = await get_rule(conn, key)
+    merged = {k: v for k, v in current.items() if k in WRITABLE}
+    for field in ("id", "created_at", "updated_at"):
+        if field in fields:
+            raise Invalid(field, "set by the server; leave it out")
+    merged.update(fields)
+    return await _store(conn, str(current["id"]), check(merged))
+
+
+async def _store(conn: psycopg.AsyncConnection[Any], key: str, rule: Rule) -> dict[str, Any]:
+    try:
+        async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            current = await _fetch(cur, key)
+            await _check_channels(cur, rule)
+            await cur.execute(SQL.update_rule, {**_params(rule), "id": current["id"]})
+            row = await cur.fetchone()
+    except psycopg.errors.UniqueViolation:
+        raise _duplicate(rule.name) from None
+    assert row is not None
+    return row
+
+
+async def set_enabled(
+    conn: psycopg.AsyncConnection[Any], key: str, enabled: bool
+) -> dict[str, Any]:
+    async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        current = await _fetch(cur, key)
+        await cur.execute(SQL.set_rule_enabled, (enabled, current["id"]))
+        row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+async def delete_rule(conn: psycopg.AsyncConnection[Any], key: str) -> None:
+    async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        current = await _fetch(cur, key)
+        await cur.execute(SQL.delete_rule, (current["id"],))
