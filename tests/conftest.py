@@ -73,6 +73,14 @@ def db_url(pg_server: EmbeddedPostgres) -> Iterator[str]:
     drop_test_database(pg_server, name)
 
 
+@pytest.fixture(scope="module")
+def module_db_url(pg_server: EmbeddedPostgres) -> Iterator[str]:
+    """A migrated database shared by one test module (e.g. with one API server over it)."""
+    name = new_test_database(pg_server, TEMPLATE)
+    yield pg_server.admin_url(name)
+    drop_test_database(pg_server, name)
+
+
 @pytest.fixture
 def empty_db_url(pg_server: EmbeddedPostgres) -> Iterator[str]:
     """A fresh database with nothing in it (for the migrators)."""

@@ -100,6 +100,14 @@ class Settings(BaseSettings):
         ),
         description="failed token checks one client address may make per minute before 429",
     )
+    api_stream_keepalive_s: float = Field(
+        default=15.0,
+        ge=0.5,
+        le=300.0,
+        validation_alias=AliasChoices("RTMH_API_STREAM_KEEPALIVE_S", "api_stream_keepalive_s"),
+        description="seconds between keepalive comments on an idle /api/v1/stream (lower it "
+        "when a proxy closes idle connections sooner)",
+    )
     allowed_targets: str = Field(
         default="",
         validation_alias=AliasChoices("RTMH_ALLOWED_TARGETS", "allowed_targets"),

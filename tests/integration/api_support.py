@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -20,6 +21,21 @@ from rtmh.service.tokens import create_token
 from .ingest_support import wait_for
 
 _READY = re.compile(r"API listening on (http://\S+)")
+PROBLEM = "application/problem+json"
+
+
+def expect_problem(
+    response: httpx.Response, status: int, field: str | None = None
+) -> dict[str, Any]:
+    """The RFC 9457 body of a refusal, checked: status, media type, a detail, and (given) the
+    first field it names."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM), response.headers
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status and body["detail"], body
+    if field is not None:
+        assert body["errors"][0]["field"] == field, body
+    return body
 
 
 @dataclass

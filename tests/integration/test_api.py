@@ -17,32 +17,13 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from .api_support import Api, running_api
-
-PROBLEM = "application/problem+json"
+from .api_support import Api, expect_problem, running_api
 
 
 @pytest.fixture(scope="module")
-def api_db(pg_server: Any) -> Iterator[str]:
-    from tests.conftest import TEMPLATE, drop_test_database, new_test_database
-
-    name = new_test_database(pg_server, TEMPLATE)
-    yield pg_server.admin_url(name)
-    drop_test_database(pg_server, name)
-
-
-@pytest.fixture(scope="module")
-def api(api_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    with running_api(api_db, tmp_path_factory.mktemp("api")) as running:
+def api(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    with running_api(module_db_url, tmp_path_factory.mktemp("api")) as running:
         yield running
-
-
-def _problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM), response.headers
-    body = response.json()
-    assert body["status"] == status and body["detail"], body
-    return body
 
 
 def _incident(db_url: str, *, rule: str | None = None, status: str = "open", **extra: Any) -> str:
@@ -92,39 +73,39 @@ def test_health_ready_metrics_and_offline_docs(api: Api) -> None:
         assert 'rtmh_api_requests_total{method="GET",route="/healthz",status="200"}' in metrics
 
 
-def test_readyz_says_which_migration_is_missing(api_db: str, tmp_path: Path) -> None:
-    with psycopg.connect(api_db, autocommit=True) as conn:
+def test_readyz_says_which_migration_is_missing(module_db_url: str, tmp_path: Path) -> None:
+    with psycopg.connect(module_db_url, autocommit=True) as conn:
         conn.execute("UPDATE schema_migrations SET version = 'x' WHERE version = '007_api.sql'")
     try:
         with (
-            running_api(api_db, tmp_path, token_prefix="unready", wait_ready=False) as other,
+            running_api(module_db_url, tmp_path, token_prefix="unready", wait_ready=False) as other,
             httpx.Client(base_url=other.url) as client,
         ):
-            body = _problem(client.get("/readyz"), 503)
+            body = expect_problem(client.get("/readyz"), 503)
             assert (
                 body["detail"] == "migrations not current (pending 007_api.sql): run rtmh migrate"
             )
             assert client.get("/healthz").status_code == 200
     finally:
-        with psycopg.connect(api_db, autocommit=True) as conn:
+        with psycopg.connect(module_db_url, autocommit=True) as conn:
             conn.execute("UPDATE schema_migrations SET version = '007_api.sql' WHERE version = 'x'")
 
 
 # --- tokens and scopes ------------------------------------------------------------------------
 def test_every_route_needs_a_token_of_enough_scope(api: Api) -> None:
     with api.client(None) as anonymous:
-        body = _problem(anonymous.get("/api/v1/incidents"), 401)
+        body = expect_problem(anonymous.get("/api/v1/incidents"), 401)
         assert "Authorization: Bearer" in body["detail"]
         assert anonymous.get("/api/v1/incidents").headers["www-authenticate"].startswith("Bearer")
     with httpx.Client(base_url=api.url, headers={"Authorization": "Bearer rtmh_nope"}) as bad:
-        _problem(bad.get("/api/v1/rules"), 401)
+        expect_problem(bad.get("/api/v1/rules"), 401)
     with api.client("read") as reader:
         assert reader.get("/api/v1/rules").status_code == 200
-        body = _problem(reader.post("/api/v1/silences", json={}), 403)
+        body = expect_problem(reader.post("/api/v1/silences", json={}), 403)
         assert "'write'" in body["detail"]
-        _problem(reader.get("/api/v1/tokens"), 403)
+        expect_problem(reader.get("/api/v1/tokens"), 403)
     with api.client("write") as writer:
-        _problem(writer.post("/api/v1/tokens", json={"name": "x", "scope": "read"}), 403)
+        expect_problem(writer.post("/api/v1/tokens", json={"name": "x", "scope": "read"}), 403)
 
 
 def test_tokens_are_made_listed_and_revoked_without_secrets(api: Api) -> None:
@@ -133,48 +114,50 @@ def test_tokens_are_made_listed_and_revoked_without_secrets(api: Api) -> None:
         assert made.status_code == 201, made.text
         token = made.json()["token"]
         assert token.startswith("rtmh_")
-        _problem(admin.post("/api/v1/tokens", json={"name": "ci-bot", "scope": "read"}), 409)
+        expect_problem(admin.post("/api/v1/tokens", json={"name": "ci-bot", "scope": "read"}), 409)
         listed = admin.get("/api/v1/tokens").text
         assert token not in listed and token.split("_")[2] not in listed
         assert "ci-bot" in listed and "secret_hash" not in listed and "salt" not in listed
         with httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {token}"}) as bot:
             assert bot.get("/api/v1/incidents").status_code == 200
             assert admin.post("/api/v1/tokens/ci-bot/revoke").status_code == 200
-            _problem(bot.get("/api/v1/incidents"), 401)
-        _problem(admin.post("/api/v1/tokens/ci-bot/revoke"), 404)
+            expect_problem(bot.get("/api/v1/incidents"), 401)
+        expect_problem(admin.post("/api/v1/tokens/ci-bot/revoke"), 404)
     with psycopg.connect(api.db_url) as conn:
         stored = conn.execute("SELECT secret_hash FROM api_tokens WHERE name = 'ci-bot'").fetchone()
     assert stored is not None and token.split("_")[2].encode() not in bytes(stored[0])
 
 
-def test_failed_token_checks_are_rate_limited_per_address(api_db: str, tmp_path: Path) -> None:
+def test_failed_token_checks_are_rate_limited_per_address(
+    module_db_url: str, tmp_path: Path
+) -> None:
     limits = {"RTMH_API_AUTH_FAILURES_PER_MINUTE": "3"}
-    with running_api(api_db, tmp_path, limits, token_prefix="limited") as limited:
+    with running_api(module_db_url, tmp_path, limits, token_prefix="limited") as limited:
         with httpx.Client(base_url=limited.url, headers={"Authorization": "Bearer wrong"}) as bad:
             for _ in range(3):
-                _problem(bad.get("/api/v1/incidents"), 401)
-            refused = _problem(bad.get("/api/v1/incidents"), 429)
+                expect_problem(bad.get("/api/v1/incidents"), 401)
+            refused = expect_problem(bad.get("/api/v1/incidents"), 429)
             assert "try again" in refused["detail"]
             assert int(bad.get("/api/v1/incidents").headers["retry-after"]) >= 1
         with limited.client("read") as good:
             # the address is blocked, whatever it presents, until its minute is over
-            _problem(good.get("/api/v1/incidents"), 429)
+            expect_problem(good.get("/api/v1/incidents"), 429)
 
 
 # --- request shape ----------------------------------------------------------------------------
 def test_body_limit_unknown_fields_and_unknown_routes(api: Api) -> None:
     with api.client("write") as writer:
         big = {"matchers": {"service": "x"}, "comment": "y" * 2_000_000, "duration_seconds": 60}
-        body = _problem(writer.post("/api/v1/silences", json=big), 413)
+        body = expect_problem(writer.post("/api/v1/silences", json=big), 413)
         assert "RTMH_API_MAX_BODY_BYTES" in body["detail"]
         typo = {"matchers": {"service": "x"}, "duration_seconds": 60, "coment": "typo"}
-        body = _problem(writer.post("/api/v1/silences", json=typo), 422)
+        body = expect_problem(writer.post("/api/v1/silences", json=typo), 422)
         assert body["errors"][0]["field"] == "coment"
         assert "unknown field" in body["errors"][0]["message"]
-        _problem(writer.get("/api/v1/nothing-here"), 404)
-        _problem(writer.get("/api/v1/incidents/not-a-uuid"), 404)
-        _problem(writer.get(f"/api/v1/incidents/{uuid.uuid4()}"), 404)
-        _problem(
+        expect_problem(writer.get("/api/v1/nothing-here"), 404)
+        expect_problem(writer.get("/api/v1/incidents/not-a-uuid"), 404)
+        expect_problem(writer.get(f"/api/v1/incidents/{uuid.uuid4()}"), 404)
+        expect_problem(
             writer.post(
                 "/api/v1/rules", content=b"{not json", headers={"content-type": "application/json"}
             ),
@@ -197,24 +180,24 @@ def test_rules_crud_with_the_engines_validation(api: Api) -> None:
         assert created.status_code == 201, created.text
         rule_id = created.json()["id"]
         assert created.json()["min_count"] == 20  # the column default, as validate_rule says
-        _problem(writer.post("/api/v1/rules", json=rule), 409)
-        bad = _problem(
+        expect_problem(writer.post("/api/v1/rules", json=rule), 409)
+        bad = expect_problem(
             writer.post("/api/v1/rules", json={**rule, "name": "x", "threshold": "high"}), 422
         )
         assert bad["errors"][0]["field"] == "threshold"
         assert "must be a number" in bad["errors"][0]["message"]
-        bad = _problem(
+        bad = expect_problem(
             writer.post("/api/v1/rules", json={**rule, "name": "y", "threshhold": 1}), 422
         )
         assert bad["errors"][0] == {"field": "threshhold", "message": "unknown field"}
-        bad = _problem(
+        bad = expect_problem(
             writer.post("/api/v1/rules", json={**rule, "name": "z", "channels": ["nope"]}), 422
         )
         assert "no channel named 'nope'" in bad["detail"]
         assert writer.get("/api/v1/rules/api-checkout-errors").json()["id"] == rule_id
         patched = writer.patch(f"/api/v1/rules/{rule_id}", json={"threshold": 0.1})
         assert patched.status_code == 200 and patched.json()["threshold"] == 0.1
-        bad = _problem(
+        bad = expect_problem(
             writer.patch(f"/api/v1/rules/{rule_id}", json={"recovery_threshold": 0.5}), 422
         )
         assert bad["errors"][0]["field"] == "recovery_threshold"
@@ -223,9 +206,9 @@ def test_rules_crud_with_the_engines_validation(api: Api) -> None:
         replaced = writer.put(f"/api/v1/rules/{rule_id}", json={**rule, "threshold": 0.2})
         assert replaced.json()["threshold"] == 0.2
         assert writer.delete(f"/api/v1/rules/{rule_id}").status_code == 204
-        _problem(writer.get(f"/api/v1/rules/{rule_id}"), 404)
+        expect_problem(writer.get(f"/api/v1/rules/{rule_id}"), 404)
     with api.client("read") as reader:
-        _problem(reader.post("/api/v1/rules", json=rule), 403)
+        expect_problem(reader.post("/api/v1/rules", json=rule), 403)
 
 
 # --- incidents ----------------------------------------------------------------------------------
@@ -254,17 +237,19 @@ def test_incident_actions_follow_the_workflow_and_write_the_timeline(api: Api) -
         acked = writer.post(f"/api/v1/incidents/{incident}/acknowledge", json={"message": "on it"})
         assert acked.status_code == 200, acked.text
         assert acked.json()["status"] == "investigating"
-        body = _problem(writer.post(f"/api/v1/incidents/{incident}/reopen"), 409)
+        body = expect_problem(writer.post(f"/api/v1/incidents/{incident}/reopen"), 409)
         assert "investigating -> open is not allowed" in body["detail"]
         assigned = writer.post(f"/api/v1/incidents/{incident}/assign", json={"assignee": "ana"})
         assert assigned.json()["assignee"] == "ana"
         noted = writer.post(f"/api/v1/incidents/{incident}/notes", json={"message": "rolled back"})
         assert noted.status_code == 200
-        _problem(writer.post(f"/api/v1/incidents/{incident}/notes", json={"message": ""}), 422)
+        expect_problem(
+            writer.post(f"/api/v1/incidents/{incident}/notes", json={"message": ""}), 422
+        )
         resolved = writer.post(f"/api/v1/incidents/{incident}/resolve")
         assert resolved.json()["status"] == "resolved"
         assert writer.post(f"/api/v1/incidents/{incident}/close").json()["status"] == "closed"
-        _problem(writer.post(f"/api/v1/incidents/{incident}/reopen"), 409)
+        expect_problem(writer.post(f"/api/v1/incidents/{incident}/reopen"), 409)
         detail = writer.get(f"/api/v1/incidents/{incident}").json()
     assert _timeline(api.db_url, incident) == [
         ("status_changed", "investigating", "test-write"),
@@ -317,9 +302,9 @@ def test_incident_list_filters_and_pages_without_gaps_or_repeats(api: Api) -> No
             },
         ).json()["items"]
         assert [i["id"] for i in window] == [made[3], made[2]]
-        body = _problem(reader.get("/api/v1/incidents", params={"status": "sleeping"}), 422)
+        body = expect_problem(reader.get("/api/v1/incidents", params={"status": "sleeping"}), 422)
         assert body["errors"][0]["field"].startswith("status")
-        _problem(reader.get("/api/v1/incidents", params={"cursor": "garbage"}), 422)
+        expect_problem(reader.get("/api/v1/incidents", params={"cursor": "garbage"}), 422)
 
 
 # --- silences -----------------------------------------------------------------------------------
@@ -342,12 +327,14 @@ def test_silences_are_created_listed_and_expired(api: Api) -> None:
         expired = writer.post(f"/api/v1/silences/{silence['id']}/expire").json()
         assert expired["state"] == "expired"
         assert writer.post(f"/api/v1/silences/{silence['id']}/expire").json()["state"] == "expired"
-        _problem(
+        expect_problem(
             writer.post("/api/v1/silences", json={"matchers": {}, "duration_seconds": 60}), 422
         )
-        body = _problem(writer.post("/api/v1/silences", json={"matchers": {"service": "x"}}), 422)
+        body = expect_problem(
+            writer.post("/api/v1/silences", json={"matchers": {"service": "x"}}), 422
+        )
         assert "ends_at or duration_seconds" in body["detail"]
-        _problem(writer.post("/api/v1/silences/999999/expire"), 404)
+        expect_problem(writer.post("/api/v1/silences/999999/expire"), 404)
 
 
 def test_backtest_a_saved_or_unsaved_rule_over_stored_windows(api: Api) -> None:
@@ -384,16 +371,18 @@ def test_backtest_a_saved_or_unsaved_rule_over_stored_windows(api: Api) -> None:
         # judged at window close: the first 50 % window starts at minute 5 and closes at 6
         assert opened == start + timedelta(minutes=6)
         assert incident["resolved_at"] is not None
-        bad = _problem(
+        bad = expect_problem(
             reader.post(
                 "/api/v1/rules/backtest", json={**body, "rule": {**rule, "threshold": "x"}}
             ),
             422,
         )
         assert bad["errors"][0]["field"] == "rule.threshold"
-        _problem(reader.post("/api/v1/rules/backtest", json={**body, "rule": "no-such-rule"}), 404)
+        expect_problem(
+            reader.post("/api/v1/rules/backtest", json={**body, "rule": "no-such-rule"}), 404
+        )
         backwards = {"start": body["end"], "end": body["start"], "rule": rule}
-        _problem(reader.post("/api/v1/rules/backtest", json=backwards), 422)
+        expect_problem(reader.post("/api/v1/rules/backtest", json=backwards), 422)
     with api.client("write") as writer:
         assert writer.post("/api/v1/rules", json=rule).status_code == 201
         saved = writer.post("/api/v1/rules/backtest", json={**body, "rule": "bt-rule"}).json()

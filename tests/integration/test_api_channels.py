@@ -23,19 +23,10 @@ SLACK_URL = "https://hooks.slack.com/services/T000/B000/XXXXsecretXXXX"
 
 
 @pytest.fixture(scope="module")
-def channels_db(pg_server: Any) -> Iterator[str]:
-    from tests.conftest import TEMPLATE, drop_test_database, new_test_database
-
-    name = new_test_database(pg_server, TEMPLATE)
-    yield pg_server.admin_url(name)
-    drop_test_database(pg_server, name)
-
-
-@pytest.fixture(scope="module")
-def api(channels_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+def api(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     """An API that may reach 127.0.0.1 (the test receiver), as `rtmh up --demo` allows."""
     allow = {"RTMH_ALLOWED_TARGETS": ALLOW_LOOPBACK}
-    with running_api(channels_db, tmp_path_factory.mktemp("api"), allow, token_prefix="ch") as a:
+    with running_api(module_db_url, tmp_path_factory.mktemp("api"), allow, token_prefix="ch") as a:
         yield a
 
 
@@ -95,11 +86,11 @@ def test_secrets_are_write_only_and_a_test_send_reaches_the_receiver(
 
 
 def test_targets_the_policy_refuses_are_refused_when_saved(
-    channels_db: str, tmp_path: Path
+    module_db_url: str, tmp_path: Path
 ) -> None:
     # no allow-list: loopback and private addresses are refused too
     with (
-        running_api(channels_db, tmp_path, token_prefix="strict") as strict,
+        running_api(module_db_url, tmp_path, token_prefix="strict") as strict,
         strict.client() as admin,
     ):
         for url, why in (

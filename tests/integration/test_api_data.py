@@ -17,34 +17,15 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.integration.api_support import Api, running_api
-
-PROBLEM = "application/problem+json"
+from .api_support import Api, expect_problem, running_api
 
 
 @pytest.fixture(scope="module")
-def api_db(pg_server: Any) -> Iterator[str]:
-    from tests.conftest import TEMPLATE, drop_test_database, new_test_database
-
-    name = new_test_database(pg_server, TEMPLATE)
-    yield pg_server.admin_url(name)
-    drop_test_database(pg_server, name)
-
-
-@pytest.fixture(scope="module")
-def api(api_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    with running_api(api_db, tmp_path_factory.mktemp("api-data"), token_prefix="data") as running:
+def api(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    with running_api(
+        module_db_url, tmp_path_factory.mktemp("api-data"), token_prefix="data"
+    ) as running:
         yield running
-
-
-def _problem(response: httpx.Response, status: int, field: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM), response.headers
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status and body["detail"], body
-    if field is not None:
-        assert body["errors"][0]["field"] == field, body
-    return body
 
 
 def _pages(client: httpx.Client, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -111,20 +92,24 @@ def test_metric_series_is_one_key_and_type_in_range_oldest_first(api: Api) -> No
         assert abs(until - datetime.now(UTC)) < timedelta(minutes=5)
 
         week = {**params, "since": (base - timedelta(days=8)).isoformat()}
-        body = _problem(reader.get("/api/v1/metrics/series", params=week), 422, "since")
+        body = expect_problem(reader.get("/api/v1/metrics/series", params=week), 422, "since")
         assert "at most 7 days" in body["detail"]
         naive = {**params, "since": "2026-03-01T12:00:00"}
-        body = _problem(reader.get("/api/v1/metrics/series", params=naive), 422, "since")
+        body = expect_problem(reader.get("/api/v1/metrics/series", params=naive), 422, "since")
         assert "time zone" in body["detail"]
         backwards = {**params, "until": base.isoformat()}
-        _problem(reader.get("/api/v1/metrics/series", params=backwards), 422, "until")
-        _problem(
+        expect_problem(reader.get("/api/v1/metrics/series", params=backwards), 422, "until")
+        expect_problem(
             reader.get("/api/v1/metrics/series", params={"metric_type": "error_rate"}),
             422,
             "window_key",
         )
-        _problem(reader.get("/api/v1/metrics/series", params={**params, "limit": 0}), 422, "limit")
-        _problem(reader.get("/api/v1/metrics/series", params={**params, "since": "soon"}), 422)
+        expect_problem(
+            reader.get("/api/v1/metrics/series", params={**params, "limit": 0}), 422, "limit"
+        )
+        expect_problem(
+            reader.get("/api/v1/metrics/series", params={**params, "since": "soon"}), 422
+        )
 
 
 def test_metric_keys_give_each_recent_keys_newest_value_per_type(api: Api) -> None:
@@ -152,10 +137,10 @@ def test_metric_keys_give_each_recent_keys_newest_value_per_type(api: Api) -> No
         assert "data-keys-old" in {k["window_key"] for k in wider}
         narrow = reader.get("/api/v1/metrics/keys", params={"since_minutes": 1}).json()
         assert "data-keys-a" not in {k["window_key"] for k in narrow}
-        _problem(
+        expect_problem(
             reader.get("/api/v1/metrics/keys", params={"since_minutes": 0}), 422, "since_minutes"
         )
-        _problem(
+        expect_problem(
             reader.get("/api/v1/metrics/keys", params={"since_minutes": "x"}), 422, "since_minutes"
         )
 
@@ -237,35 +222,37 @@ def test_events_filter_by_service_level_topic_and_literal_text(api: Api) -> None
         assert len(old) == 1
         assert ids(q="nothing like it") == []
 
-        body = _problem(reader.get("/api/v1/events", params={"level": "loud"}), 422, "level.0")
+        body = expect_problem(
+            reader.get("/api/v1/events", params={"level": "loud"}), 422, "level.0"
+        )
         assert "'error'" in body["errors"][0]["message"]
-        _problem(reader.get("/api/v1/events", params={"limit": 0}), 422, "limit")
-        _problem(reader.get("/api/v1/events", params={"limit": 501}), 422, "limit")
-        _problem(reader.get("/api/v1/events", params={"q": ""}), 422, "q")
-        body = _problem(
+        expect_problem(reader.get("/api/v1/events", params={"limit": 0}), 422, "limit")
+        expect_problem(reader.get("/api/v1/events", params={"limit": 501}), 422, "limit")
+        expect_problem(reader.get("/api/v1/events", params={"q": ""}), 422, "q")
+        body = expect_problem(
             reader.get("/api/v1/events", params={"until": "2026-12-01T10:00:00"}), 422, "until"
         )
         assert "time zone" in body["detail"]
-        _problem(
+        expect_problem(
             reader.get("/api/v1/events", params={"since": now.isoformat(), "until": "2026-01-01Z"}),
             422,
             "until",
         )
-        _problem(
+        expect_problem(
             reader.get("/api/v1/events", params={"since": (now - timedelta(days=8)).isoformat()}),
             422,
             "since",
         )
-        _problem(reader.get("/api/v1/events", params={"cursor": "garbage"}), 422, "cursor")
-        _problem(reader.get("/api/v1/events", params={"q": "a\x00b"}), 422, "q")
-        _problem(reader.get("/api/v1/events", params={"service": "\x00"}), 422, "service")
+        expect_problem(reader.get("/api/v1/events", params={"cursor": "garbage"}), 422, "cursor")
+        expect_problem(reader.get("/api/v1/events", params={"q": "a\x00b"}), 422, "q")
+        expect_problem(reader.get("/api/v1/events", params={"service": "\x00"}), 422, "service")
         paths = reader.get("/openapi.json").json()["paths"]
         for path in ("events", "metrics/series", "metrics/keys", "dead-letters/{dead_letter_id}"):
             assert f"/api/v1/{path}" in paths
     with api.client(None) as anonymous:
-        _problem(anonymous.get("/api/v1/events"), 401)
-        _problem(anonymous.get("/api/v1/metrics/keys"), 401)
-        _problem(anonymous.get("/api/v1/dead-letters"), 401)
+        expect_problem(anonymous.get("/api/v1/events"), 401)
+        expect_problem(anonymous.get("/api/v1/metrics/keys"), 401)
+        expect_problem(anonymous.get("/api/v1/dead-letters"), 401)
 
 
 def test_event_pages_have_no_gaps_or_repeats_in_either_order(api: Api) -> None:
@@ -291,11 +278,11 @@ def test_event_pages_have_no_gaps_or_repeats_in_either_order(api: Api) -> None:
         assert [e["id"] for e in items] == sorted([*made, late], reverse=True)
         # a cursor continues the kind of search that made it
         first = reader.get("/api/v1/events", params={"service": "data-pages", "limit": 2}).json()
-        _problem(
+        expect_problem(
             reader.get("/api/v1/events", params={"cursor": first["next_cursor"]}), 422, "cursor"
         )
         other = reader.get("/api/v1/events", params={"topic": "data-pages", "limit": 2}).json()
-        _problem(
+        expect_problem(
             reader.get(
                 "/api/v1/events", params={"service": "data-pages", "cursor": other["next_cursor"]}
             ),
@@ -359,13 +346,13 @@ def test_dead_letters_list_pages_and_one_with_its_exact_bytes(api: Api) -> None:
         empty = reader.get(f"/api/v1/dead-letters/{made[2]}").json()
         assert empty["payload_base64"] is None and empty["preview"] is None
 
-        body = _problem(reader.get("/api/v1/dead-letters/999999999"), 404)
+        body = expect_problem(reader.get("/api/v1/dead-letters/999999999"), 404)
         assert "999999999" in body["detail"]
-        _problem(reader.get("/api/v1/dead-letters/abc"), 422, "dead_letter_id")
-        _problem(reader.get("/api/v1/dead-letters/0"), 422, "dead_letter_id")
-        _problem(reader.get("/api/v1/dead-letters", params={"limit": 1000}), 422, "limit")
-        _problem(reader.get("/api/v1/dead-letters", params={"cursor": "x!"}), 422, "cursor")
-        body = _problem(
+        expect_problem(reader.get("/api/v1/dead-letters/abc"), 422, "dead_letter_id")
+        expect_problem(reader.get("/api/v1/dead-letters/0"), 422, "dead_letter_id")
+        expect_problem(reader.get("/api/v1/dead-letters", params={"limit": 1000}), 422, "limit")
+        expect_problem(reader.get("/api/v1/dead-letters", params={"cursor": "x!"}), 422, "cursor")
+        body = expect_problem(
             reader.get("/api/v1/dead-letters", params={"since": "2026-12-01T00:00:00"}),
             422,
             "since",

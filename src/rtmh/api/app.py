@@ -145,7 +145,11 @@ def create_app(settings: Settings, postgres_url: str) -> FastAPI:
         await pool.open(wait=False)
         app.state.pool = pool
         # the live stream's LISTEN connection (one per process; it reconnects by itself)
-        broadcaster = Broadcaster(normalise_url(postgres_url), registry=metrics.registry)
+        broadcaster = Broadcaster(
+            normalise_url(postgres_url),
+            registry=metrics.registry,
+            keepalive_s=settings.api_stream_keepalive_s,
+        )
         broadcaster.start()
         app.state.stream = broadcaster
         try:

@@ -55,7 +55,9 @@ def load_rules(conn: psycopg.Connection) -> list[Rule]:
     return rules
 
 
-def _window(row: Sequence[Any]) -> WindowValue:
+def window_from_row(row: Sequence[Any]) -> WindowValue:
+    """A metrics_agg row selected as (window_key, metric_type, start, end (epoch seconds), value,
+    count, sum, min, max, p50, p95, p99)."""
     k, t, ws, we, value, count, total, lo, hi, p50, p95, p99 = row
     return WindowValue(
         window_key=k,
@@ -86,14 +88,16 @@ def load_windows(conn: psycopg.Connection, keys: Iterable[WindowKey]) -> list[Wi
         ss.append(s)
     if not ks:
         return []
-    return [_window(r) for r in conn.execute(SQL.load_windows_by_key, (ks, ts, ss)).fetchall()]
+    return [
+        window_from_row(r) for r in conn.execute(SQL.load_windows_by_key, (ks, ts, ss)).fetchall()
+    ]
 
 
 def load_current_windows(
     conn: psycopg.Connection, window_key: str, metric_type: str, now: float, size: int
 ) -> list[WindowValue]:
     rows = conn.execute(SQL.load_current_windows, (window_key, metric_type, now, size, now))
-    return [_window(r) for r in rows.fetchall()]
+    return [window_from_row(r) for r in rows.fetchall()]
 
 
 def last_data_by_key(conn: psycopg.Connection, metric_type: str, slide: int) -> dict[str, float]:

@@ -35,6 +35,7 @@ from rtmh.records import LIVE_STATUSES
 from rtmh.rules.evaluate import Observation, evaluate, evaluate_silent, matches
 from rtmh.rules.lifecycle import Notify, Open, Reopen, current_state, fingerprint, step
 from rtmh.rules.model import IncidentState, Rule, RuleError, WindowValue, validate_rule
+from rtmh.rules.store import window_from_row
 from rtmh.service.errors import Conflict, Invalid, NotFound
 
 __all__ = [
@@ -51,6 +52,8 @@ __all__ = [
 ]
 
 SQL = load("backtest")
+# saved rules are read as the API reads them
+RULES_SQL = load("rule_admin")
 
 #: the longest range one backtest may cover
 MAX_SPAN: Final = timedelta(days=7)
@@ -426,25 +429,7 @@ async def _load_windows(
             f"the range holds more than {MAX_WINDOWS:,} {rule.metric_type} windows; "
             "shorten it or narrow window_key_pattern",
         )
-    return [_window(row) for row in rows]
-
-
-def _window(row: tuple[Any, ...]) -> WindowValue:
-    key, metric_type, ws, we, value, count, total, lo, hi, p50, p95, p99 = row
-    return WindowValue(
-        window_key=key,
-        metric_type=metric_type,
-        window_start=ws,
-        window_end=we,
-        value=value,
-        count=int(count),
-        sum=float(total),
-        min=lo,
-        max=hi,
-        p50=p50,
-        p95=p95,
-        p99=p99,
-    )
+    return [window_from_row(row) for row in rows]
 
 
 async def load_saved_rule(conn: psycopg.AsyncConnection[Any], ref: int | str) -> Rule:
@@ -456,9 +441,9 @@ async def load_saved_rule(conn: psycopg.AsyncConnection[Any], ref: int | str) ->
     """
     async with conn.cursor(row_factory=dict_row) as cur:
         if isinstance(ref, int):
-            await cur.execute(SQL.rule_by_id, (ref,))
+            await cur.execute(RULES_SQL.get_rule_by_id, (ref,))
         else:
-            await cur.execute(SQL.rule_by_name, (ref,))
+            await cur.execute(RULES_SQL.get_rule_by_name, (ref,))
         row = await cur.fetchone()
     what = f"id {ref}" if isinstance(ref, int) else f"name {ref!r}"
     if row is None:

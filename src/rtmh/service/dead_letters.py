@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 
 from rtmh.db.queries import load
 from rtmh.service.errors import Invalid, NotFound
-from rtmh.service.paging import Page, check_limit, decode_cursor, encode_cursor
+from rtmh.service.paging import Page, bad_cursor, check_limit, decode_cursor, page_of
 from rtmh.service.timerange import aware, text
 
 SQL = load("dead_letters")
@@ -70,18 +70,13 @@ async def list_dead_letters(
         except (TypeError, ValueError):
             params["after_created"] = None
         if params["after_created"] is None or params["after_created"].tzinfo is None:
-            raise Invalid("cursor", "not a cursor from this API; pass next_cursor as given")
+            raise bad_cursor()
         if not 0 < params["after_id"] <= MAX_ID:
-            raise Invalid("cursor", "not a cursor from this API; pass next_cursor as given")
+            raise bad_cursor()
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(SQL.list_dead_letters, params)
         rows = await cur.fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = (
-        encode_cursor([rows[-1]["created_at"].isoformat(), rows[-1]["id"]]) if more else None
-    )
-    return Page(items=rows, next_cursor=next_cursor)
+    return page_of(rows, limit, lambda row: [row["created_at"].isoformat(), row["id"]])
 
 
 async def get_dead_letter(

@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 from rtmh.db.queries import load
 from rtmh.ingest.shapes import DEFAULT_MAX_FUTURE_S
 from rtmh.service.errors import Invalid
-from rtmh.service.paging import Page, check_limit, decode_cursor, encode_cursor
+from rtmh.service.paging import Page, bad_cursor, check_limit, decode_cursor, page_of
 from rtmh.service.timerange import text, time_range
 
 SQL = load("events")
@@ -38,8 +38,6 @@ SEARCH_TIMEOUT_MS: Final = 10_000
 ARRIVAL_SLACK: Final = timedelta(seconds=DEFAULT_MAX_FUTURE_S) + timedelta(minutes=10)
 MAX_TEXT: Final = 500
 MAX_ID: Final = 2**63 - 1
-
-_BAD_CURSOR: Final = "not a cursor from this API; pass next_cursor as given"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +84,7 @@ def _after(cursor: str | None, by_service: bool) -> tuple[datetime | None, int |
         return None, None
     when, ident = key
     if not isinstance(ident, int) or isinstance(ident, bool) or not 0 < ident <= MAX_ID:
-        raise Invalid("cursor", _BAD_CURSOR)
+        raise bad_cursor()
     if when is None:
         if by_service:
             raise Invalid(
@@ -98,9 +96,9 @@ def _after(cursor: str | None, by_service: bool) -> tuple[datetime | None, int |
     try:
         after = datetime.fromisoformat(str(when))
     except ValueError:
-        raise Invalid("cursor", _BAD_CURSOR) from None
+        raise bad_cursor() from None
     if after.tzinfo is None:
-        raise Invalid("cursor", _BAD_CURSOR)
+        raise bad_cursor()
     return after, ident
 
 
@@ -129,11 +127,8 @@ async def list_events(
             f"the search ran over {SEARCH_TIMEOUT_MS // 1000} s: narrow the time range, or "
             "add service or level",
         ) from None
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = None
-    if more:
-        last = rows[-1]
-        when = last["event_time"].isoformat() if by_service else None
-        next_cursor = encode_cursor([when, last["id"]])
-    return Page(items=rows, next_cursor=next_cursor)
+    return page_of(
+        rows,
+        limit,
+        lambda row: [row["event_time"].isoformat() if by_service else None, row["id"]],
+    )

@@ -25,10 +25,11 @@ from rtmh.rules.lifecycle import Notify, TransitionError, apply_manual
 from rtmh.rules.model import IncidentState, Rule, RuleError, validate_rule
 from rtmh.rules.silences import Silence
 from rtmh.service.errors import Conflict, Invalid, NotFound
-from rtmh.service.paging import Page, check_limit, decode_cursor, encode_cursor
+from rtmh.service.paging import Page, bad_cursor, check_limit, decode_cursor, page_of
 
 SQL = load("incidents")
 RULES_SQL = load("rules")
+RULE_ADMIN_SQL = load("rule_admin")
 
 #: action name -> the status it moves to
 ACTIONS: Final = {
@@ -99,18 +100,11 @@ async def list_incidents(
             params["after_created"] = datetime.fromisoformat(str(after[0]))
             params["after_id"] = str(uuid.UUID(str(after[1])))
         except ValueError:
-            raise Invalid(
-                "cursor", "not a cursor from this API; pass next_cursor as given"
-            ) from None
+            raise bad_cursor() from None
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(SQL.list_incidents, params)
         rows = await cur.fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = (
-        encode_cursor([rows[-1]["created_at"].isoformat(), rows[-1]["id"]]) if more else None
-    )
-    return Page(items=rows, next_cursor=next_cursor)
+    return page_of(rows, limit, lambda row: [row["created_at"].isoformat(), row["id"]])
 
 
 async def get_incident(conn: psycopg.AsyncConnection[Any], incident_id: str) -> dict[str, Any]:
@@ -146,9 +140,7 @@ def _rule(row: dict[str, Any] | None) -> Rule | None:
     if row is None:
         return None
     try:
-        return validate_rule(
-            {k: v for k, v in row.items() if k not in ("created_at", "updated_at")}
-        )
+        return validate_rule(row)
     except RuleError:
         return None  # a broken rule notifies nobody; the engine logs it
 
@@ -209,7 +201,7 @@ async def _queue(
 ) -> None:
     if not events or row["rule_id"] is None:
         return
-    await cur.execute(SQL.rule_by_id, (row["rule_id"],))
+    await cur.execute(RULE_ADMIN_SQL.get_rule_by_id, (row["rule_id"],))
     rule = _rule(await cur.fetchone())
     if rule is None or not rule.channels:
         return

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -28,6 +28,18 @@ class Page(Generic[T]):
     next_cursor: str | None
 
 
+def bad_cursor() -> Invalid:
+    return Invalid("cursor", "not a cursor from this API; pass next_cursor as given")
+
+
+def page_of(rows: list[T], limit: int, key: Callable[[T], Sequence[Any]]) -> Page[T]:
+    """The page of rows fetched with ``LIMIT limit + 1``: the extra row only says that there is
+    a next page, whose cursor is the sort ``key`` of the last row kept."""
+    more = len(rows) > limit
+    kept = rows[:limit]
+    return Page(items=kept, next_cursor=encode_cursor(key(kept[-1])) if more else None)
+
+
 def encode_cursor(key: Sequence[Any]) -> str:
     text = json.dumps(list(key), default=str, separators=(",", ":"))
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
@@ -43,7 +55,7 @@ def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
     except (ValueError, binascii.Error, UnicodeError):
         key = None
     if not isinstance(key, list) or len(key) != arity:
-        raise Invalid("cursor", "not a cursor from this API; pass next_cursor as given")
+        raise bad_cursor()
     return key
 
 

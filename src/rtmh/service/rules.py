@@ -77,17 +77,6 @@ async def get_rule(conn: psycopg.AsyncConnection[Any], key: str) -> dict[str, An
         return await _fetch(cur, key)
 
 
-async def load_rule(conn: psycopg.AsyncConnection[Any], key: str) -> Rule:
-    """A saved rule, by id or name, as the engine sees it."""
-    row = await get_rule(conn, key)
-    try:
-        return validate_rule(
-            {k: v for k, v in row.items() if k not in ("created_at", "updated_at")}
-        )
-    except RuleError as err:
-        raise Conflict(f"rule {key!r} is stored but invalid ({err}); fix it with PUT") from None
-
-
 def _duplicate(name: str) -> Conflict:
     return Conflict(f"a rule named {name!r} exists; choose another name or update that rule")
 

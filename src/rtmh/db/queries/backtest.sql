@@ -35,11 +35,3 @@ SELECT window_key, metric_type,
 FROM metrics_agg
 WHERE window_key = %s AND metric_type = %s AND window_start >= %s AND window_start < %s
 LIMIT %s
-
--- name: rule_by_id
--- SELECT *: validate_rule checks every column, as when the engine loads its rules.
-SELECT * FROM alert_rules WHERE id = %s
-
--- name: rule_by_name
--- alert_rules.name is UNIQUE: at most one row.
-SELECT * FROM alert_rules WHERE name = %s

@@ -46,9 +46,6 @@ FROM incidents
 WHERE id = %s
 FOR UPDATE
 
--- name: rule_by_id
-SELECT * FROM alert_rules WHERE id = %s
-
 -- name: set_assignee
 UPDATE incidents SET assignee = %s WHERE id = %s
 
