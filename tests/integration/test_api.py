@@ -211,6 +211,40 @@ def test_rules_crud_with_the_engines_validation(api: Api) -> None:
         expect_problem(reader.post("/api/v1/rules", json=rule), 403)
 
 
+def test_a_rule_managed_by_a_config_file_is_edited_only_when_forced(api: Api) -> None:
+    rule = {"name": "api-file-rule", "metric_type": "log_count", "condition": ">", "threshold": 9}
+    with api.client("write") as writer:
+        created = writer.post("/api/v1/rules", json=rule)
+        assert created.status_code == 201, created.text
+        # what `rtmh config apply` marks (tests/integration/test_config_cli.py drives apply)
+        with psycopg.connect(api.db_url, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE alert_rules SET managed_by = 'alerts/prod.yaml' WHERE name = %s",
+                (rule["name"],),
+            )
+        url = "/api/v1/rules/api-file-rule"
+        for attempt in (
+            writer.patch(url, json={"threshold": 10}),
+            writer.put(url, json={**rule, "threshold": 10}),
+            writer.post(f"{url}/disable"),
+            writer.post(f"{url}/enable"),
+            writer.delete(url),
+        ):
+            body = expect_problem(attempt, 409)
+            assert body["detail"] == (
+                "rule 'api-file-rule' is managed by the config file alerts/prod.yaml (rtmh config "
+                "apply); change it there and apply, or add ?force=true to edit it here anyway "
+                "(the next apply puts the file's version back)"
+            )
+        assert writer.get(url).json()["threshold"] == 9
+        bad = expect_problem(writer.post("/api/v1/rules", json={**rule, "managed_by": "x"}), 422)
+        assert bad["errors"][0]["field"] == "managed_by"
+        forced = writer.patch(f"{url}?force=true", json={"threshold": 10})
+        assert forced.status_code == 200 and forced.json()["threshold"] == 10
+        assert writer.post(f"{url}/disable?force=true").json()["enabled"] is False
+        assert writer.delete(f"{url}?force=true").status_code == 204
+
+
 # --- incidents ----------------------------------------------------------------------------------
 def _timeline(db_url: str, incident: str) -> list[tuple[str, str | None, str]]:
     with psycopg.connect(db_url) as conn:

@@ -162,6 +162,9 @@ class RuleOut(BaseModel):
     source: str
     description: str | None
     runbook_url: str | None
+    managed_by: str | None = Field(
+        default=None, description="the config file that owns it (rtmh config apply), if any"
+    )
     created_at: datetime
     updated_at: datetime
 

@@ -182,3 +182,48 @@ def assign(
     cases = list(bench.CASES) if case == "all" else [case]
     result = bench.run(cli_settings(ctx, err), partitions, cases, err)
     report(out, bench.render(result), result, json_file)
+
+
+@bench_app.command("api")
+def api(
+    ctx: typer.Context,
+    events: Annotated[
+        int, typer.Option("--events", min=1000, help="raw_events rows over the last 6 h")
+    ] = 10_000_000,
+    windows: Annotated[
+        int, typer.Option("--windows", min=1000, help="metrics_agg rows over the last 6 h")
+    ] = 1_000_000,
+    incidents: Annotated[
+        int, typer.Option("--incidents", min=10, help="incidents over the last week")
+    ] = 3000,
+    clients: Annotated[
+        int, typer.Option("--clients", min=1, max=500, help="concurrent clients")
+    ] = 20,
+    seconds: Annotated[
+        float, typer.Option("--seconds", min=0.5, help="measured seconds per request type")
+    ] = 20.0,
+    warmup: Annotated[
+        float, typer.Option("--warmup", min=0.0, help="unrecorded seconds before each type")
+    ] = 3.0,
+    explain: Annotated[
+        bool,
+        typer.Option("--explain", help="also print the plans of each type's slowest query"),
+    ] = False,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="also write every figure to this JSON file")
+    ] = None,
+) -> None:
+    """p50/p95/p99 of the incident list, one incident, a 6-h metric series and an events
+    search, with concurrent clients on a real `rtmh api` over a generated data set.
+
+    Uses POSTGRES_URL's server when set (a fresh database there, dropped after), else an
+    embedded PostgreSQL; no broker."""
+    from rtmh.bench import api as bench
+
+    out, err = consoles()
+    settings = cli_settings(ctx, err)
+    result = bench.run(settings, events, windows, incidents, clients, seconds, warmup, err)
+    report(out, bench.render(result), result, json_file)
+    if explain:
+        for plan in bench.plans(result):
+            out.print(plan, highlight=False, markup=False)

@@ -163,8 +163,9 @@ STATE_METADATA_FIELDS: Final[tuple[str, ...]] = (
 
 _MISSING: Final = object()
 _FIELDS: Final[frozenset[str]] = frozenset(Rule.__struct_fields__)
-# Columns a `SELECT *` brings along that say nothing about the rule itself.
-_IGNORED_COLUMNS: Final[frozenset[str]] = frozenset({"created_at", "updated_at"})
+# Columns a `SELECT *` brings along that say nothing about the rule itself (managed_by, 008:
+# the config file that declares the rule, bookkeeping of `rtmh config apply`).
+_IGNORED_COLUMNS: Final[frozenset[str]] = frozenset({"created_at", "updated_at", "managed_by"})
 
 
 def validate_rule(fields: Mapping[str, object]) -> Rule:

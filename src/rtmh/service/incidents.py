@@ -9,6 +9,7 @@ notifications it queues are the engine's (same idempotency keys, same silences).
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from rtmh.rules import notifications, store
 from rtmh.rules.lifecycle import Notify, TransitionError, apply_manual
 from rtmh.rules.model import IncidentState, Rule, RuleError, validate_rule
 from rtmh.rules.silences import Silence
-from rtmh.service.errors import Conflict, Invalid, NotFound
+from rtmh.service.errors import Conflict, Invalid, NotFound, ServiceError
 from rtmh.service.paging import Page, bad_cursor, check_limit, decode_cursor, page_of
 
 SQL = load("incidents")
@@ -39,6 +40,8 @@ ACTIONS: Final = {
     "reopen": "open",
 }
 _MAX_NOTE: Final = 4000
+#: a whole id or the start of one, as `rtmh incidents` shows them
+_PREFIX: Final = re.compile(r"^[0-9a-fA-F-]{1,36}$")
 # bookkeeping of the rules engine inside incidents.metadata: not for people
 _INTERNAL_METADATA: Final = frozenset({"eval"})
 
@@ -71,6 +74,28 @@ def parse_id(incident_id: str) -> str:
         return str(uuid.UUID(incident_id))
     except ValueError:
         raise NotFound(f"no incident {incident_id!r}: incident ids are UUIDs") from None
+
+
+async def resolve_incident(conn: psycopg.AsyncConnection[Any], ref: str) -> str:
+    """The full id of the incident ``ref`` names: a whole UUID, or a unique prefix of one."""
+    text = ref.strip().lower()
+    if not _PREFIX.match(text):
+        raise NotFound(f"no incident {ref!r}: give its id or the start of it (`rtmh incidents`)")
+    digits = text.replace("-", "")
+    if len(digits) == 32:
+        return parse_id(digits)
+    low, high = digits.ljust(32, "0"), digits.ljust(32, "f")
+    cur = await conn.execute(SQL.incident_ids_by_prefix, (low, high))
+    found = [str(row[0]) for row in await cur.fetchall()]
+    if not found:
+        raise NotFound(f"no incident with an id starting {ref!r}; `rtmh incidents` lists them")
+    if len(found) > 1:
+        shown = ", ".join(i[: len(text) + 4] for i in found[:5])
+        raise ServiceError(
+            f"{ref!r} is ambiguous: {len(found) if len(found) < 6 else 'more than 5'} incidents "
+            f"start with it ({shown}...); give more characters of the id"
+        )
+    return found[0]
 
 
 async def list_incidents(

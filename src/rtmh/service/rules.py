@@ -3,6 +3,10 @@
 Validation is :func:`rtmh.rules.model.validate_rule`, the function the engine applies when it
 loads rules: a rule the API accepts is a rule the engine runs. Writes fire the table's NOTIFY,
 so every worker reloads within a moment.
+
+A rule declared in a config file (``managed_by``, set by `rtmh config apply`) is refused to
+every edit here unless forced: a change made beside the file would be undone by the next apply
+without anyone having decided so. Forced, the edit is made and the next apply's diff shows it.
 """
 
 from __future__ import annotations
@@ -22,11 +26,24 @@ SQL = load("rule_admin")
 
 #: what a client may send; id, created_at and updated_at are the server's
 WRITABLE = tuple(f for f in Rule.__struct_fields__ if f != "id")
+#: columns only the server (or `rtmh config apply`, for managed_by) writes
+SERVER_FIELDS = ("id", "created_at", "updated_at", "managed_by")
+
+
+def refuse_managed(row: Mapping[str, Any], force: bool) -> None:
+    """Conflict when ``row`` is declared in a config file and the edit is not forced."""
+    managed_by = row.get("managed_by")
+    if managed_by and not force:
+        raise Conflict(
+            f"rule {row['name']!r} is managed by the config file {managed_by} "
+            "(rtmh config apply); change it there and apply, or add ?force=true to edit it "
+            "here anyway (the next apply puts the file's version back)"
+        )
 
 
 def check(fields: Mapping[str, Any]) -> Rule:
     """validate_rule for a request body: RuleError becomes Invalid naming the field."""
-    for key in ("id", "created_at", "updated_at"):
+    for key in SERVER_FIELDS:
         if key in fields:
             raise Invalid(key, "set by the server; leave it out")
     try:
@@ -97,30 +114,34 @@ async def create_rule(
 
 
 async def replace_rule(
-    conn: psycopg.AsyncConnection[Any], key: str, fields: Mapping[str, Any]
+    conn: psycopg.AsyncConnection[Any], key: str, fields: Mapping[str, Any], *, force: bool = False
 ) -> dict[str, Any]:
     """PUT: the body is the whole rule; fields left out take their defaults."""
     rule = check(fields)
-    return await _store(conn, key, rule)
+    return await _store(conn, key, rule, force=force)
 
 
 async def patch_rule(
-    conn: psycopg.AsyncConnection[Any], key: str, fields: Mapping[str, Any]
+    conn: psycopg.AsyncConnection[Any], key: str, fields: Mapping[str, Any], *, force: bool = False
 ) -> dict[str, Any]:
     """PATCH: the given fields over the stored rule, then the same validation."""
     current = await get_rule(conn, key)
+    refuse_managed(current, force)
     merged = {k: v for k, v in current.items() if k in WRITABLE}
-    for field in ("id", "created_at", "updated_at"):
+    for field in SERVER_FIELDS:
         if field in fields:
             raise Invalid(field, "set by the server; leave it out")
     merged.update(fields)
-    return await _store(conn, str(current["id"]), check(merged))
+    return await _store(conn, str(current["id"]), check(merged), force=force)
 
 
-async def _store(conn: psycopg.AsyncConnection[Any], key: str, rule: Rule) -> dict[str, Any]:
+async def _store(
+    conn: psycopg.AsyncConnection[Any], key: str, rule: Rule, *, force: bool
+) -> dict[str, Any]:
     try:
         async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
             current = await _fetch(cur, key)
+            refuse_managed(current, force)
             await _check_channels(cur, rule)
             await cur.execute(SQL.update_rule, {**_params(rule), "id": current["id"]})
             row = await cur.fetchone()
@@ -131,17 +152,19 @@ async def _store(conn: psycopg.AsyncConnection[Any], key: str, rule: Rule) -> di
 
 
 async def set_enabled(
-    conn: psycopg.AsyncConnection[Any], key: str, enabled: bool
+    conn: psycopg.AsyncConnection[Any], key: str, enabled: bool, *, force: bool = False
 ) -> dict[str, Any]:
     async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         current = await _fetch(cur, key)
+        refuse_managed(current, force)
         await cur.execute(SQL.set_rule_enabled, (enabled, current["id"]))
         row = await cur.fetchone()
     assert row is not None
     return row
 
 
-async def delete_rule(conn: psycopg.AsyncConnection[Any], key: str) -> None:
+async def delete_rule(conn: psycopg.AsyncConnection[Any], key: str, *, force: bool = False) -> None:
     async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         current = await _fetch(cur, key)
+        refuse_managed(current, force)
         await cur.execute(SQL.delete_rule, (current["id"],))

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import APIRouter, Body, Depends, Request, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from rtmh.api.auth import reader, requester
 from rtmh.api.problems import responses
@@ -20,6 +20,11 @@ from rtmh.service.tokens import Principal
 router = APIRouter(prefix="/rules", tags=["rules"], responses=responses(401, 403, 422, 429))
 
 Who = Annotated[Principal, Depends(requester)]
+# A rule declared in a config file (`rtmh config apply`) is edited there; 409 unless forced.
+Force = Annotated[
+    bool,
+    Query(description="edit a rule managed by a config file anyway (the next apply reverts it)"),
+]
 # a backtest changes nothing: a read token may run one
 Reader = Annotated[Principal, Depends(reader)]
 # The body is read as a plain object and checked by the engine's validate_rule (one place for
@@ -101,9 +106,11 @@ async def get_rule(request: Request, _who: Who, rule: str) -> Any:
     responses=responses(404, 409),
     openapi_extra=_RULE_BODY,
 )
-async def replace_rule(request: Request, _who: Who, rule: str, body: Annotated[Any, Body()]) -> Any:
+async def replace_rule(
+    request: Request, _who: Who, rule: str, body: Annotated[Any, Body()], force: Force = False
+) -> Any:
     async with request.app.state.pool.connection() as conn:
-        return await service.replace_rule(conn, rule, _object(body))
+        return await service.replace_rule(conn, rule, _object(body), force=force)
 
 
 @router.patch(
@@ -113,29 +120,37 @@ async def replace_rule(request: Request, _who: Who, rule: str, body: Annotated[A
     responses=responses(404, 409),
     openapi_extra=_PATCH_BODY,
 )
-async def patch_rule(request: Request, _who: Who, rule: str, body: Annotated[Any, Body()]) -> Any:
+async def patch_rule(
+    request: Request, _who: Who, rule: str, body: Annotated[Any, Body()], force: Force = False
+) -> Any:
     async with request.app.state.pool.connection() as conn:
-        return await service.patch_rule(conn, rule, _object(body))
+        return await service.patch_rule(conn, rule, _object(body), force=force)
 
 
 @router.post(
-    "/{rule}/enable", summary="enable a rule", response_model=RuleOut, responses=responses(404)
+    "/{rule}/enable",
+    summary="enable a rule",
+    response_model=RuleOut,
+    responses=responses(404, 409),
 )
-async def enable_rule(request: Request, _who: Who, rule: str) -> Any:
+async def enable_rule(request: Request, _who: Who, rule: str, force: Force = False) -> Any:
     async with request.app.state.pool.connection() as conn:
-        return await service.set_enabled(conn, rule, True)
+        return await service.set_enabled(conn, rule, True, force=force)
 
 
 @router.post(
-    "/{rule}/disable", summary="disable a rule", response_model=RuleOut, responses=responses(404)
+    "/{rule}/disable",
+    summary="disable a rule",
+    response_model=RuleOut,
+    responses=responses(404, 409),
 )
-async def disable_rule(request: Request, _who: Who, rule: str) -> Any:
+async def disable_rule(request: Request, _who: Who, rule: str, force: Force = False) -> Any:
     async with request.app.state.pool.connection() as conn:
-        return await service.set_enabled(conn, rule, False)
+        return await service.set_enabled(conn, rule, False, force=force)
 
 
-@router.delete("/{rule}", summary="delete a rule", status_code=204, responses=responses(404))
-async def delete_rule(request: Request, _who: Who, rule: str) -> Response:
+@router.delete("/{rule}", summary="delete a rule", status_code=204, responses=responses(404, 409))
+async def delete_rule(request: Request, _who: Who, rule: str, force: Force = False) -> Response:
     async with request.app.state.pool.connection() as conn:
-        await service.delete_rule(conn, rule)
+        await service.delete_rule(conn, rule, force=force)
     return Response(status_code=204)

@@ -70,3 +70,10 @@ SELECT notification_id, attempt, outcome, http_status, error, at
 FROM notification_attempts
 WHERE notification_id = ANY(%s)
 ORDER BY notification_id, attempt, id
+
+-- name: incident_ids_by_prefix
+-- The incidents whose id starts with a prefix (the CLI's short ids): the prefix padded with 0s
+-- and with fs bounds a range of the primary key's index. Six at most: five to show, one to
+-- know there are more.
+SELECT id::text FROM incidents WHERE id BETWEEN %s::uuid AND %s::uuid
+ORDER BY created_at DESC LIMIT 6

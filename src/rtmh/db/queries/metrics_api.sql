@@ -5,15 +5,30 @@
 -- One (window_key, metric_type) over [since, until), oldest first: a single range scan of
 -- metrics_agg_window_unique (window_key, metric_type, window_start), already in order, so no
 -- sort. The sketch stays in the table: charts want the numbers. %(limit)s is one more than the
--- caller returns, to tell a truncated series.
-SELECT window_start, window_end, value, count, sum, min, max, p50, p95, p99
-FROM metrics_agg
-WHERE window_key = %(window_key)s
-  AND metric_type = %(metric_type)s
-  AND window_start >= %(since)s
-  AND window_start < %(until)s
-ORDER BY window_start
-LIMIT %(limit)s
+-- caller returns, to tell a truncated series. The points come back as one JSON array built
+-- here: a 6-hour series is ~2,200 windows, and turning them into Python objects, validating
+-- and encoding them again cost ~19 ms of the API's CPU a request (`rtmh bench api`), the query
+-- 4 ms.
+WITH points AS (
+    SELECT window_start, window_end, value, count, sum, min, max, p50, p95, p99,
+           row_number() OVER (ORDER BY window_start) AS n
+    FROM metrics_agg
+    WHERE window_key = %(window_key)s
+      AND metric_type = %(metric_type)s
+      AND window_start >= %(since)s
+      AND window_start < %(until)s
+    ORDER BY window_start
+    LIMIT %(limit)s
+)
+SELECT coalesce(
+           json_agg(json_build_object(
+               'window_start', window_start, 'window_end', window_end, 'value', value,
+               'count', count, 'sum', sum, 'min', min, 'max', max, 'p50', p50, 'p95', p95,
+               'p99', p99) ORDER BY window_start)
+               FILTER (WHERE n < %(limit)s),
+           '[]')::text AS points,
+       count(*) >= %(limit)s AS truncated
+FROM points
 
 -- name: latest
 -- The newest window of each (window_key, metric_type) that has one in the last
