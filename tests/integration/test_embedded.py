@@ -15,6 +15,8 @@ import pytest
 
 from rtmh.embedded.postgres import EmbeddedPostgres
 
+from .up_support import alive
+
 PARENT = """
 import json, sys, time, pathlib
 from rtmh.embedded.postgres import EmbeddedPostgres
@@ -45,7 +47,7 @@ def _start_parent(root: Path) -> tuple[subprocess.Popen[str], dict[str, object]]
 def _gone(pids: list[int], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids):
+        if not any(alive(p) for p in pids):
             return True
         time.sleep(0.1)
     return False
@@ -64,7 +66,7 @@ def test_no_process_outlives_its_parent(tmp_path: Path, how: signal.Signals) -> 
         assert conn.execute("SELECT 1").fetchone() == (1,)
     proc.send_signal(how)
     proc.wait(timeout=30)
-    assert _gone(pids, 15), [p for p in pids if psutil.pid_exists(p)]
+    assert _gone(pids, 15), [p for p in pids if alive(p)]
 
 
 def test_restart_after_crash_reuses_data(tmp_path: Path) -> None:

@@ -89,11 +89,16 @@ class UpRun:
     def survivors(self, timeout: float) -> list[int]:
         deadline = time.monotonic() + timeout
         while True:
-            alive = [
-                p
-                for p in self.descendants
-                if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-            ]
-            if not alive or time.monotonic() > deadline:
-                return alive
+            running = [p for p in self.descendants if alive(p)]
+            if not running or time.monotonic() > deadline:
+                return running
             time.sleep(0.2)
+
+
+def alive(pid: int) -> bool:
+    """Running and not a zombie. A process may exit between any two questions about it (the
+    children are exiting while we look): one that is gone is not alive."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
