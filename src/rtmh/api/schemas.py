@@ -220,35 +220,6 @@ class BacktestIn(Strict):
     end: datetime | None = Field(default=None, description="default: now")
 
 
-class BacktestIncidentOut(BaseModel):
-    window_key: str
-    first_seen: datetime
-    opened_at: datetime
-    resolved_at: datetime | None
-    peak_value: float | None
-    open_value: float | None
-    open_reason: str
-    trigger_count: int
-    reopens: int
-    notifications: int
-
-
-class BacktestSummaryOut(BaseModel):
-    rule: str
-    start: datetime
-    end: datetime
-    windows_evaluated: int
-    windows_without_verdict: int
-    keys_matched: int
-    incidents: int
-    live_at_end: int
-
-
-class BacktestOut(BaseModel):
-    summary: BacktestSummaryOut
-    incidents: list[BacktestIncidentOut]
-
-
 class MetricPoint(BaseModel):
     """One window of a series (metrics_agg without its sketch)."""
 

@@ -21,7 +21,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from rtmh.api.schemas import BacktestOut, Incident, IncidentDetail, PageOf, SilenceOut
+from rtmh.api.schemas import Incident, IncidentDetail, PageOf, SilenceOut
 from rtmh.records import LIVE_STATUSES, value_vs_threshold
 from rtmh.service.backtest import BacktestResult
 
@@ -69,7 +69,8 @@ def silences_json(silences: list[dict[str, Any]]) -> Any:
 
 
 def backtest_json(result: BacktestResult) -> Any:
-    return BacktestOut.model_validate(msgspec.to_builtins(result)).model_dump(mode="json")
+    # the API answers with the same dataclasses, encoded the same way
+    return msgspec.to_builtins(result)
 
 
 # --- small formats ----------------------------------------------------------------------------
