@@ -22,8 +22,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# two test processes, each with its own PostgreSQL and broker; a file's tests stay in one process
+# (they share module fixtures: an API server, a running hub). `make test PYTEST_WORKERS=0` runs
+# them in one process.
+PYTEST_WORKERS ?= 2
+
 test: lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

@@ -444,7 +444,7 @@ def _register_subcommands() -> None:
     from rtmh.bench.detect import register as register_bench_detect
     from rtmh.bench.notify import register as register_bench_notify
     from rtmh.notify.cli import notify_app
-    from rtmh.service.cli import token_app
+    from rtmh.service.cli import dashboard_command, token_app
     from rtmh.service.config_cli import config_app
     from rtmh.service.oncall_cli import incident_app, incidents_command, rules_app, silence_app
 
@@ -453,6 +453,7 @@ def _register_subcommands() -> None:
     app.add_typer(bench_app, name="bench")
     app.add_typer(notify_app, name="notify")
     app.add_typer(token_app, name="token")
+    app.command("dashboard")(dashboard_command)
     app.add_typer(config_app, name="config")
     app.command("incidents")(incidents_command)
     app.add_typer(incident_app, name="incident")

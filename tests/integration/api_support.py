@@ -7,14 +7,17 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
+from psycopg.types.json import Jsonb
 
 from rtmh.service.tokens import create_token
 
@@ -116,3 +119,34 @@ def running_api(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def insert_incident(
+    db_url: str, *, rule: str | None = None, status: str = "open", **extra: Any
+) -> str:
+    """An incident row as the rules engine writes one (its rule, fingerprint and metadata)."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        rule_id = None
+        if rule is not None:
+            found = conn.execute("SELECT id FROM alert_rules WHERE name = %s", (rule,)).fetchone()
+            assert found is not None
+            rule_id = found[0]
+        key = extra.pop("window_key", "checkout")
+        row = conn.execute(
+            "INSERT INTO incidents (title, severity, status, source, rule_id, window_key, "
+            "fingerprint, last_value, peak_value, threshold, metadata, created_at) "
+            "VALUES (%s, %s, %s, 'error_rate_monitor', %s, %s, %s, 0.3, 0.4, 0.05, %s, %s) "
+            "RETURNING id::text",
+            (
+                f"error rate on {key}",
+                extra.pop("severity", "high"),
+                status,
+                rule_id,
+                key,
+                f"{rule_id}:{key}:{uuid.uuid4().hex[:6]}",
+                Jsonb({"rule_name": rule, "trigger": {"value": 0.3, "threshold": 0.05}}),
+                extra.pop("created_at", datetime.now(UTC)),
+            ),
+        ).fetchone()
+    assert row is not None
+    return str(row[0])

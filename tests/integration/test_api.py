@@ -15,44 +15,15 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from psycopg.types.json import Jsonb
 
 from .api_support import Api, expect_problem, running_api
+from .api_support import insert_incident as _incident
 
 
 @pytest.fixture(scope="module")
 def api(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     with running_api(module_db_url, tmp_path_factory.mktemp("api")) as running:
         yield running
-
-
-def _incident(db_url: str, *, rule: str | None = None, status: str = "open", **extra: Any) -> str:
-    """An incident row as the rules engine writes one (its rule, fingerprint and metadata)."""
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        rule_id = None
-        if rule is not None:
-            found = conn.execute("SELECT id FROM alert_rules WHERE name = %s", (rule,)).fetchone()
-            assert found is not None
-            rule_id = found[0]
-        key = extra.pop("window_key", "checkout")
-        row = conn.execute(
-            "INSERT INTO incidents (title, severity, status, source, rule_id, window_key, "
-            "fingerprint, last_value, peak_value, threshold, metadata, created_at) "
-            "VALUES (%s, %s, %s, 'error_rate_monitor', %s, %s, %s, 0.3, 0.4, 0.05, %s, %s) "
-            "RETURNING id::text",
-            (
-                f"error rate on {key}",
-                extra.pop("severity", "high"),
-                status,
-                rule_id,
-                key,
-                f"{rule_id}:{key}:{uuid.uuid4().hex[:6]}",
-                Jsonb({"rule_name": rule, "trigger": {"value": 0.3, "threshold": 0.05}}),
-                extra.pop("created_at", datetime.now(UTC)),
-            ),
-        ).fetchone()
-    assert row is not None
-    return str(row[0])
 
 
 # --- service routes, docs ---------------------------------------------------------------------

@@ -375,6 +375,7 @@ def test_the_catalog_reader_sees_the_schema(catalog: Catalog) -> None:
         ("incident_events", "incidents"),
         ("alert_notifications", "incidents"),
         ("notification_attempts", "alert_notifications"),
+        ("web_sessions", "api_tokens"),
     }
     assert ("metrics_agg", "trg_metrics_agg_updated_at") in {
         (t.table, t.name) for t in catalog.triggers

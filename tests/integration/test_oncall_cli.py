@@ -34,7 +34,9 @@ class Rtmh:
     """`rtmh` as a subprocess on the test's database."""
 
     def __init__(self, env: dict[str, str], db_url: str) -> None:
-        self.env = {**env, "POSTGRES_URL": db_url}
+        # a wide table whatever the runner's terminal (rich reads the width from a terminal on
+        # stdin, which an xdist worker does not have): the checks read whole cells
+        self.env = {**env, "POSTGRES_URL": db_url, "COLUMNS": "200"}
 
     def __call__(self, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(

@@ -19,7 +19,7 @@ import psycopg
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -34,12 +34,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rtmh import __version__
 from rtmh.api import problems
 from rtmh.api.auth import FailureLimiter
+from rtmh.api.dashboard import add_dashboard
 from rtmh.api.routes import (
     channels,
     dead_letters,
     events,
     incidents,
+    notifications,
     rules,
+    session,
     silences,
     stream,
     tokens,
@@ -195,11 +198,14 @@ def create_app(settings: Settings, postgres_url: str) -> FastAPI:
         dead_letters,
         events,
         metrics_routes,
+        notifications,
+        session,
     )
     for module in routers:
         app.include_router(module.router, prefix=API_PREFIX)
     _add_service_routes(app, metrics)
     _add_docs(app)
+    add_dashboard(app)
     return app
 
 
@@ -273,7 +279,3 @@ def _add_docs(app: FastAPI) -> None:
             swagger_css_url=f"{_DOCS_ASSETS}/swagger-ui.css",
             swagger_favicon_url=f"{_DOCS_ASSETS}/favicon.png",
         )
-
-    @app.get("/", include_in_schema=False)
-    async def root() -> JSONResponse:
-        return JSONResponse({"api": API_PREFIX, "docs": "/docs", "openapi": "/openapi.json"})

@@ -1,4 +1,12 @@
-"""Bearer tokens on every /api/v1 route: 401 without a valid one, 403 with too little scope.
+"""Who is calling, on every /api/v1 route: 401 without valid credentials, 403 with too little
+scope.
+
+Scripts send a bearer token; the dashboard's browser sends its session cookie (made by signing
+in, :mod:`rtmh.service.sessions`), which acts as the token it was made for. A cookie goes with
+every request the browser makes to this host, whoever's page starts it, so a change signed by a
+cookie must also carry the ``X-RTMH-Dashboard`` header: another site cannot add a header without
+a CORS preflight, which this API never grants. SameSite=Strict alone would not do: a page on
+another port of the same host is the same site.
 
 GET needs ``read``, changes need ``write``, tokens and channel changes need ``admin``. Failed
 attempts are counted per client address; past RTMH_API_AUTH_FAILURES_PER_MINUTE in a minute the
@@ -12,13 +20,18 @@ from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from rtmh.service.sessions import SESSION_TTL, Issued, session_principal
 from rtmh.service.tokens import Principal, Scope, authenticate
 
 _READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 _WINDOW_S: Final = 60.0
+#: the dashboard's session cookie (HttpOnly: the page's scripts never see it)
+SESSION_COOKIE: Final = "rtmh_session"
+#: what a cookie-signed change must carry (the dashboard's scripts always send it)
+DASHBOARD_HEADER: Final = "X-RTMH-Dashboard"
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -58,6 +71,46 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": 'Bearer realm="rtmh"'})
 
 
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def refuse_if_limited(request: Request) -> None:
+    """429 when the client's address failed too often in the last minute."""
+    limiter: FailureLimiter = request.app.state.auth_failures
+    address = client_address(request)
+    wait = limiter.retry_after(address)
+    if wait is not None:
+        raise HTTPException(
+            429,
+            f"too many failed token checks from {address}; try again in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+
+
+def note_failure(request: Request) -> None:
+    """Count a failed check against the client's address."""
+    request.app.state.auth_failures.failed(client_address(request))
+
+
+def failed(request: Request, detail: str) -> HTTPException:
+    """Count a failed check; the 401 to raise."""
+    note_failure(request)
+    return _unauthorized(detail)
+
+
+def set_session_cookie(request: Request, response: Response, session: Issued) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        session.text,
+        max_age=int(SESSION_TTL.total_seconds()),
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+
+
 def access(*, scope: Scope | None = None) -> Callable[..., Awaitable[Principal]]:
     """The dependency that authenticates a request and checks its scope: ``scope``, or by
     method when None (read for GET, write for the rest)."""
@@ -67,26 +120,38 @@ def access(*, scope: Scope | None = None) -> Callable[..., Awaitable[Principal]]
         credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
     ) -> Principal:
         needed: Scope = scope or ("read" if request.method in _READ_METHODS else "write")
-        limiter: FailureLimiter = request.app.state.auth_failures
-        address = request.client.host if request.client else "unknown"
-        wait = limiter.retry_after(address)
-        if wait is not None:
-            raise HTTPException(
-                429,
-                f"too many failed token checks from {address}; try again in {wait} s",
-                headers={"Retry-After": str(wait)},
-            )
-        if credentials is None:
-            limiter.failed(address)
-            raise _unauthorized(
+        refuse_if_limited(request)
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if credentials is None and cookie is None:
+            raise failed(
+                request,
                 "this route needs a token: send 'Authorization: Bearer <token>' "
-                "(rtmh token create NAME --scope read makes one)"
+                "(rtmh token create NAME --scope read makes one), or sign in to the dashboard",
             )
         async with request.app.state.pool.connection() as conn:
-            found = await authenticate(conn, credentials.credentials)
+            if credentials is not None:
+                found = await authenticate(conn, credentials.credentials)
+            else:
+                assert cookie is not None
+                found = await session_principal(conn, cookie)
         if found is None:
-            limiter.failed(address)
-            raise _unauthorized("the token is unknown, revoked or mistyped")
+            raise failed(
+                request,
+                "the token is unknown, revoked or mistyped"
+                if credentials is not None
+                else "the dashboard session has ended or expired: sign in again "
+                "(rtmh dashboard prints a new sign-in link)",
+            )
+        if (
+            credentials is None
+            and request.method not in _READ_METHODS
+            and request.headers.get(DASHBOARD_HEADER) != "1"
+        ):
+            raise HTTPException(
+                403,
+                f"a change signed with the dashboard's cookie must carry '{DASHBOARD_HEADER}: 1' "
+                "(a guard against requests from other sites); scripts should send a bearer token",
+            )
         if not found.allows(needed):
             raise HTTPException(
                 403,
@@ -94,6 +159,7 @@ def access(*, scope: Scope | None = None) -> Callable[..., Awaitable[Principal]]
                 f"(rtmh token create NAME --scope {needed})",
             )
         request.state.principal = found
+        request.state.via = "bearer" if credentials is not None else "cookie"
         return found
 
     return principal

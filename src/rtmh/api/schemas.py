@@ -212,6 +212,16 @@ class TokenCreated(TokenOut):
     token: str = Field(description="shown once: store it now")
 
 
+class SessionIn(Strict):
+    token: str = Field(min_length=1, max_length=200, description="an API token to sign in with")
+
+
+class SessionOut(BaseModel):
+    name: str = Field(description="the token the caller acts as (the actor on the timeline)")
+    scope: Literal["read", "write", "admin"]
+    via: Literal["bearer", "cookie"]
+
+
 class BacktestIn(Strict):
     rule: int | str | dict[str, Any] = Field(
         description="a saved rule's id or name, or a whole rule definition (not saved)"
@@ -246,6 +256,24 @@ class MetricSeries(BaseModel):
     truncated: bool = Field(
         description="the range holds more windows than limit: narrow it to see the rest"
     )
+
+
+class ServiceSeries(BaseModel):
+    window_key: str
+    logs_per_s: list[tuple[datetime, float | None]] = Field(
+        description="[window_start, log lines per second], oldest first"
+    )
+    error_rate: list[tuple[datetime, float | None]]
+    latency_p95: list[tuple[datetime, float | None]] = Field(
+        description="[window_start, p95 of the latency metric]"
+    )
+
+
+class ServicesOverview(BaseModel):
+    since: datetime
+    until: datetime
+    latency_metric: str
+    services: list[ServiceSeries] = Field(description="by window key")
 
 
 class LatestMetric(BaseModel):
@@ -290,6 +318,30 @@ class DeadLetterOut(BaseModel):
     broker_time: datetime | None
     created_at: datetime
     size: int | None = Field(description="payload bytes")
+
+
+class DeadLetterSummary(BaseModel):
+    total: int
+    last_hour: int
+    newest_at: datetime | None
+
+
+class NotificationLogEntry(BaseModel):
+    id: int
+    incident_id: str | None
+    incident_title: str | None
+    window_key: str | None
+    rule_name: str | None
+    channel: str
+    event: str
+    status: str
+    attempts: int
+    max_attempts: int
+    http_status: int | None
+    last_error: str | None
+    sent_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
 
 
 class DeadLetterDetail(DeadLetterOut):

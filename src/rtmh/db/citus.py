@@ -101,6 +101,9 @@ TABLES: Mapping[str, Placement] = {
         "the outbox: FOR UPDATE SKIP LOCKED and a NOTIFY trigger; references incidents",
     ),
     "api_tokens": Placement(_L, "a handful of rows read by the API"),
+    "web_sessions": Placement(
+        _L, "the dashboard's sign-in codes and browser sessions; references api_tokens"
+    ),
     "notification_attempts": Placement(
         _L, "one row per delivery attempt, by a trigger on alert_notifications; references it"
     ),

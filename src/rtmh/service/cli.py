@@ -1,4 +1,5 @@
-"""`rtmh token create|list|revoke`: API tokens from a shell, through rtmh.service.tokens.
+"""`rtmh token create|list|revoke`: API tokens from a shell, through rtmh.service.tokens; and
+`rtmh dashboard`, a new sign-in link for the web dashboard (rtmh.service.sessions).
 
 Without POSTGRES_URL these use the database of the `rtmh up` running on RTMH_DATA_DIR (or the
 embedded one, started for the command).
@@ -20,7 +21,9 @@ from rtmh.console import make_console
 from rtmh.db.connect import DatabaseUnavailable, describe_url, normalise_url
 from rtmh.db.locate import database
 from rtmh.service.errors import ServiceError
+from rtmh.service.sessions import CODE_TTL, create_login_code, login_link
 from rtmh.service.tokens import TokenInfo, create_token, list_tokens, revoke_token
+from rtmh.up.running import LOCAL_TOKEN_NAME, running_hub
 
 T = TypeVar("T")
 
@@ -122,3 +125,34 @@ def revoke(
     """Revoke a token: requests with it get 401 at once."""
     info = run_with_connection(ctx, lambda c: revoke_token(c, name))
     out.print(f"token {info.name!r} (id {info.id}) revoked", highlight=False)
+
+
+def dashboard_command(
+    ctx: typer.Context,
+    token: Annotated[
+        str,
+        typer.Option(
+            help="the token the browser acts as (its name goes on the timeline); "
+            f"default: {LOCAL_TOKEN_NAME}, the one rtmh up makes"
+        ),
+    ] = LOCAL_TOKEN_NAME,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="where the API is, e.g. https://rtmh.example.com; default: the running rtmh "
+            "up's, else RTMH_API_HOST:RTMH_API_PORT"
+        ),
+    ] = None,
+) -> None:
+    """Print a link that signs a browser in to the dashboard, once, within 15 minutes."""
+    settings: Settings = ctx.obj
+    hub = running_hub(settings.data_dir)
+    base = url or (hub.api_url if hub else f"http://{settings.api_host}:{settings.api_port}")
+    code = run_with_connection(ctx, lambda c: create_login_code(c, token))
+    minutes = int(CODE_TTL.total_seconds() // 60)
+    console.print(
+        f"open this link to sign in as {token!r} (it works once, within {minutes} min):",
+        highlight=False,
+    )
+    # the link alone on stdout, so `xdg-open "$(rtmh dashboard)"` works
+    print(login_link(base, code.text), flush=True)

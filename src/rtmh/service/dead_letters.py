@@ -18,13 +18,12 @@ from psycopg.rows import dict_row
 
 from rtmh.db.queries import load
 from rtmh.service.errors import Invalid, NotFound
-from rtmh.service.paging import Page, bad_cursor, check_limit, decode_cursor, page_of
+from rtmh.service.paging import MAX_ID, Page, bad_cursor, check_limit, decode_cursor, page_of
 from rtmh.service.timerange import aware, text
 
 SQL = load("dead_letters")
 
 PREVIEW_BYTES: Final = 4096
-MAX_ID: Final = 2**63 - 1
 
 
 def preview(payload: bytes | None) -> tuple[str | None, bool]:
@@ -94,4 +93,13 @@ async def get_dead_letter(
     row["key_base64"] = _b64(key)
     row["payload_base64"] = _b64(payload)
     row["preview"], row["preview_truncated"] = preview(payload)
+    return row
+
+
+async def summary(conn: psycopg.AsyncConnection[Any]) -> dict[str, Any]:
+    """How many dead letters there are, how many in the last hour, and the newest's time."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(SQL.summary)
+        row = await cur.fetchone()
+    assert row is not None
     return row

@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 from rtmh.db.queries import load
 from rtmh.ingest.shapes import DEFAULT_MAX_FUTURE_S
 from rtmh.service.errors import Invalid
-from rtmh.service.paging import Page, bad_cursor, check_limit, decode_cursor, page_of
+from rtmh.service.paging import MAX_ID, Page, bad_cursor, check_limit, decode_cursor, page_of
 from rtmh.service.timerange import text, time_range
 
 SQL = load("events")
@@ -37,7 +37,6 @@ SEARCH_TIMEOUT_MS: Final = 10_000
 #: nothing.
 ARRIVAL_SLACK: Final = timedelta(seconds=DEFAULT_MAX_FUTURE_S) + timedelta(minutes=10)
 MAX_TEXT: Final = 500
-MAX_ID: Final = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)

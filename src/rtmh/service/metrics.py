@@ -25,6 +25,11 @@ MAX_POINTS: Final = 20_000
 DEFAULT_POINTS: Final = 10_080
 #: the overview looks this far back at most
 MAX_SINCE_MINUTES: Final = 24 * 60
+#: the latency series of the services table: the p95 of this metric (what `rtmh simulate` and
+#: the OpenTelemetry HTTP semantic conventions' services report, in ms)
+DEFAULT_LATENCY_METRIC: Final = "http_request_duration_ms"
+#: services in one answer of the services table (the window-key budget keeps it near this)
+MAX_SERVICE_KEYS: Final = 500
 
 
 async def series(
@@ -86,3 +91,33 @@ async def latest(
         entry["latest_window_start"] = max(entry["latest_window_start"], row["window_start"])
         entry["metrics"][row.pop("metric_type")] = row
     return [keys[key] for key in sorted(keys)]
+
+
+async def services(
+    conn: psycopg.AsyncConnection[Any],
+    since_minutes: int = 30,
+    latency_metric: str = DEFAULT_LATENCY_METRIC,
+) -> dict[str, Any]:
+    """The dashboard's services table: per window key, events per second, error rate and p95
+    latency over the last ``since_minutes`` minutes, as ``[window_start, value]`` pairs oldest
+    first. ``services`` is JSON as PostgreSQL built it (a ``msgspec.Raw``)."""
+    if not 1 <= since_minutes <= MAX_SINCE_MINUTES:
+        raise Invalid(
+            "since_minutes", f"must be between 1 and {MAX_SINCE_MINUTES}, got {since_minutes}"
+        )
+    span = time_range(None, None, default=timedelta(minutes=since_minutes), longest=LONGEST_RANGE)
+    params = {
+        "since": span.since,
+        "until": span.until,
+        "latency_metric": text("latency_metric", latency_metric),
+        "max_keys": MAX_SERVICE_KEYS,
+    }
+    cur = await conn.execute(SQL.services, params)
+    row = await cur.fetchone()
+    assert row is not None  # an aggregate always answers one row
+    return {
+        "since": span.since,
+        "until": span.until,
+        "latency_metric": latency_metric,
+        "services": msgspec.Raw(row[0].encode()),
+    }

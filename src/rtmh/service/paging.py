@@ -19,6 +19,8 @@ from rtmh.service.errors import Invalid
 T = TypeVar("T")
 
 MAX_LIMIT = 500
+#: the largest bigint: an id in a cursor past it is not one of ours
+MAX_ID = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)

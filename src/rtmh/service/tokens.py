@@ -31,7 +31,7 @@ _RANK: Final = {scope: rank for rank, scope in enumerate(SCOPES)}
 
 PREFIX: Final = "rtmh_"
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}")
-_TOKEN: Final = re.compile(r"rtmh_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
+_CREDENTIAL: Final = re.compile(r"([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 # compared against when the lookup finds no row, so a miss costs what a wrong secret costs
 _DUMMY_SALT: Final = secrets.token_bytes(16)
 _DUMMY_HASH: Final = hashlib.sha256(_DUMMY_SALT).digest()
@@ -81,6 +81,41 @@ def hash_secret(salt: bytes, secret: str) -> bytes:
     return hashlib.sha256(salt + secret.encode("ascii")).digest()
 
 
+@dataclass(frozen=True, slots=True)
+class Minted:
+    """A new ``<lookup>_<secret>`` credential: what to store (lookup, salt, hash) and the
+    secret, shown once. Tokens, login codes and dashboard sessions are all made this way."""
+
+    lookup: str
+    secret: str
+    salt: bytes
+    secret_hash: bytes
+
+    def text(self, prefix: str) -> str:
+        return f"{prefix}{self.lookup}_{self.secret}"
+
+
+def mint() -> Minted:
+    salt = secrets.token_bytes(16)
+    secret = secrets.token_urlsafe(32)
+    return Minted(secrets.token_hex(8), secret, salt, hash_secret(salt, secret))
+
+
+def parse_credential(prefix: str, text: str) -> tuple[str, str] | None:
+    """(lookup, secret) of a ``<prefix><lookup>_<secret>`` string, or None."""
+    if not text.startswith(prefix):
+        return None
+    found = _CREDENTIAL.fullmatch(text[len(prefix) :])
+    return (found.group(1), found.group(2)) if found else None
+
+
+def secret_matches(stored: tuple[bytes, bytes] | None, secret: str) -> bool:
+    """Constant-time check of a secret against (salt, hash); with no row it still hashes, so a
+    miss costs what a wrong secret costs."""
+    salt, expected = stored if stored is not None else (_DUMMY_SALT, _DUMMY_HASH)
+    return hmac.compare_digest(hash_secret(salt, secret), expected) and stored is not None
+
+
 def check_name(name: str) -> str:
     if not _NAME.fullmatch(name):
         raise Invalid(
@@ -103,15 +138,13 @@ async def create_token(
     """A new token: (the token, shown once; what is stored about it)."""
     check_name(name)
     checked = check_scope(scope)
-    lookup = secrets.token_hex(8)
-    secret = secrets.token_urlsafe(32)
-    salt = secrets.token_bytes(16)
+    minted = mint()
     params = {
         "name": name,
         "scope": checked,
-        "lookup": lookup,
-        "salt": salt,
-        "secret_hash": hash_secret(salt, secret),
+        "lookup": minted.lookup,
+        "salt": minted.salt,
+        "secret_hash": minted.secret_hash,
     }
     try:
         async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
@@ -123,7 +156,7 @@ async def create_token(
             "or choose another name"
         ) from None
     assert row is not None
-    return f"{PREFIX}{lookup}_{secret}", TokenInfo.from_row(row)
+    return minted.text(PREFIX), TokenInfo.from_row(row)
 
 
 async def list_tokens(
@@ -146,16 +179,16 @@ async def revoke_token(conn: psycopg.AsyncConnection[Any], name_or_id: str) -> T
 async def authenticate(conn: psycopg.AsyncConnection[Any], token: str) -> Principal | None:
     """The principal of a presented token, or None when it is malformed, unknown, revoked or
     wrong. The secret comparison is constant-time; an unknown lookup costs the same hash."""
-    found = _TOKEN.fullmatch(token)
-    lookup, secret = found.groups() if found else ("", "x")
+    parsed = parse_credential(PREFIX, token)
+    lookup, secret = parsed if parsed else ("", "x")
     row = None
-    if found:
+    if parsed:
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(SQL.token_by_lookup, (lookup,))
             row = await cur.fetchone()
-    salt, expected = (row["salt"], row["secret_hash"]) if row else (_DUMMY_SALT, _DUMMY_HASH)
-    if not hmac.compare_digest(hash_secret(salt, secret), expected) or row is None:
+    if not secret_matches((row["salt"], row["secret_hash"]) if row else None, secret):
         return None
+    assert row is not None  # matched a stored hash
     used = row["last_used_at"]
     if used is None or datetime.now(UTC) - used > _TOUCH_EVERY:
         await conn.execute(SQL.touch_token, (row["id"],))

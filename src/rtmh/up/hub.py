@@ -48,11 +48,12 @@ from rtmh.kafka.client import (
 )
 from rtmh.records import Kind
 from rtmh.service.errors import NotFound
+from rtmh.service.sessions import CODE_TTL, create_login_code, login_link
 from rtmh.service.tokens import create_token, revoke_token
 from rtmh.up import demo as story
 from rtmh.up import view
 from rtmh.up.broker_watch import BrokerWatch
-from rtmh.up.running import RunningHub, announce, withdraw
+from rtmh.up.running import LOCAL_TOKEN_NAME, RunningHub, announce, withdraw
 from rtmh.up.supervisor import Child, ChildFailed, Supervisor
 
 log = logging.getLogger(__name__)
@@ -216,12 +217,15 @@ class Hub:
         action()
         self.say(done)
 
-    def _child_env(self, name: str) -> dict[str, str]:
+    def _child_env(self, name: str, api_url: str) -> dict[str, str]:
         """Every setting `up` was given (flags included), on the servers it started."""
         own: dict[str, object] = {
             "postgres_url": self.postgres_url,
             "kafka_bootstrap_servers": self.bootstrap,
         }
+        if "public_url" not in self.settings.model_fields_set:
+            # notifications link to this dashboard's incident pages, wherever the API listens
+            own["public_url"] = api_url
         if name != "worker":
             # one port, one process: --metrics-port serves the worker's /metrics (two children
             # on one port would fight over it and the loser would be restarted for ever)
@@ -246,6 +250,8 @@ class Hub:
         """Start worker, notifier and API; returns the API's URL."""
         logs = private_dir(self.settings.data_dir / "logs")
         host, port = self._api_address()
+        shown = f"[{host}]" if ":" in host else host
+        api_url = f"http://{shown}:{port}"
         argv = {
             "worker": ["worker"],
             "notifier": ["notifier"],
@@ -256,7 +262,7 @@ class Hub:
                 Child(
                     name,
                     [sys.executable, "-m", "rtmh.cli", *args],
-                    self._child_env(name),
+                    self._child_env(name, api_url),
                     logs / f"{name}.log",
                     self.run_dir / f"{name}.pid",
                 )
@@ -265,18 +271,24 @@ class Hub:
         # batch), then the notifier
         for name in ("notifier", "worker", "api"):
             stack.callback(self._step, f"{name} stopped", partial(supervisor.stop, name))
-        shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{port}"
+        return api_url
 
     def _announce_api(self, stack: ExitStack, api_url: str) -> None:
         """A fresh admin token for the local user, in a private file next to the hub's URL."""
-        token = asyncio.run(_local_admin_token(self.postgres_url))
+        token, code = asyncio.run(_local_admin_token(self.postgres_url))
         token_file = announce(self.run_dir, RunningHub(self.postgres_url, api_url), token)
         stack.callback(withdraw, self.run_dir)
         self.say(f"API at {api_url}/api/v1 (interactive docs at {api_url}/docs)")
         self.say(
             f'admin token for this user in {token_file}; e.g. curl -H "Authorization: Bearer '
             f'$(cat {token_file})" {api_url}/api/v1/incidents'
+        )
+        # the link holds a one-time code, never the token (rtmh.service.sessions)
+        self.say(f"dashboard at {api_url}/")
+        self.say(
+            f"sign in with this link (it works once, within "
+            f"{int(CODE_TTL.total_seconds() // 60)} min; rtmh dashboard prints a new one): "
+            f"{login_link(api_url, code)}"
         )
 
     # --- run ----------------------------------------------------------------------------------
@@ -454,18 +466,16 @@ def _logging_through(say: Callable[[str], None]) -> Iterator[None]:
         root.handlers = saved
 
 
-#: the name of the token `up` makes for the local user; the previous one is revoked
-LOCAL_TOKEN_NAME = "local-admin"
-
-
-async def _local_admin_token(postgres_url: str) -> str:
+async def _local_admin_token(postgres_url: str) -> tuple[str, str]:
+    """The local user's new admin token, and a one-time sign-in code for the dashboard."""
     async with await psycopg.AsyncConnection.connect(
         normalise_url(postgres_url), autocommit=True
     ) as conn:
         with contextlib.suppress(NotFound):
             await revoke_token(conn, LOCAL_TOKEN_NAME)
         token, _info = await create_token(conn, LOCAL_TOKEN_NAME, "admin")
-    return token
+        code = await create_login_code(conn, LOCAL_TOKEN_NAME)
+    return token, code.text
 
 
 def run_up(settings: Settings, options: UpOptions, console: Console) -> None:

@@ -18,6 +18,8 @@ from rtmh.embedded.process import read_live_pid
 
 HUB_FILE = "hub.json"
 TOKEN_FILE = "api-token"
+#: the name of the admin token `up` makes for the local user; each start revokes the previous
+LOCAL_TOKEN_NAME = "local-admin"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 
 from rtmh.api.auth import requester
 from rtmh.api.problems import responses
-from rtmh.api.schemas import DeadLetterDetail, DeadLetterOut, PageOf
+from rtmh.api.schemas import DeadLetterDetail, DeadLetterOut, DeadLetterSummary, PageOf
 from rtmh.service import dead_letters as service
 from rtmh.service.tokens import Principal
 
@@ -40,6 +40,16 @@ async def list_dead_letters(
             conn, topic=topic, since=since, until=until, limit=limit, cursor=cursor
         )
     return {"items": page.items, "next_cursor": page.next_cursor}
+
+
+@router.get(
+    "/summary",
+    summary="how many dead letters, how many in the last hour, the newest",
+    response_model=DeadLetterSummary,
+)
+async def dead_letter_summary(request: Request, _who: Who) -> Any:
+    async with request.app.state.pool.connection() as conn:
+        return await service.summary(conn)
 
 
 @router.get(

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from rtmh.api.auth import requester
 from rtmh.api.problems import responses
-from rtmh.api.schemas import MetricSeries, WindowKeyLatest
+from rtmh.api.schemas import MetricSeries, ServicesOverview, WindowKeyLatest
 from rtmh.service import metrics as service
 from rtmh.service.tokens import Principal
 
@@ -78,3 +78,21 @@ async def metric_keys(
 ) -> Any:
     async with request.app.state.pool.connection() as conn:
         return await service.latest(conn, since_minutes)
+
+
+@router.get(
+    "/services",
+    summary="per service: log lines/s, error rate and p95 latency over the last minutes",
+    response_model=ServicesOverview,
+)
+async def services_overview(
+    request: Request,
+    _who: Who,
+    since_minutes: Annotated[int, Query(ge=1, le=service.MAX_SINCE_MINUTES)] = 30,
+    latency_metric: Annotated[
+        str, Query(min_length=1, max_length=500, description="whose p95 is the latency")
+    ] = service.DEFAULT_LATENCY_METRIC,
+) -> Any:
+    async with request.app.state.pool.connection() as conn:
+        found = await service.services(conn, since_minutes, latency_metric)
+    return Response(msgspec.json.encode(found), media_type="application/json")

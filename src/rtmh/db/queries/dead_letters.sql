@@ -27,3 +27,12 @@ SELECT id, topic, kafka_partition AS partition, kafka_offset AS "offset", genera
        message_key, payload
 FROM dead_letters
 WHERE id = %s
+
+-- name: summary
+-- For the dashboard's ingest health: how many, how many lately, the newest. Dead letters are
+-- rare (a malformed message each), so counting them is cheap; the last hour reads
+-- idx_dead_letters_created.
+SELECT count(*) AS total,
+       count(*) FILTER (WHERE created_at > now() - interval '1 hour') AS last_hour,
+       max(created_at) AS newest_at
+FROM dead_letters

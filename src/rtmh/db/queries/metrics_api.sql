@@ -67,3 +67,41 @@ CROSS JOIN LATERAL (
     ORDER BY m.window_start DESC
     LIMIT 1) newest
 ORDER BY newest.window_key, newest.metric_type
+
+-- name: services
+-- The dashboard's services table: per window key, over [since, until), three series as JSON
+-- arrays of [window_start, number], oldest first: log lines per second (in the window
+-- over the part of the window that has passed, so the newest, still open window is not read
+-- as a drop), the error rate, and the p95 of the latency metric. One range scan of
+-- idx_metrics_agg_window_start for the span (30 minutes of 10-s slides is 180 windows per key
+-- and type), the JSON built here as for series. %(max_keys)s bounds the answer's size.
+WITH recent AS (
+    SELECT window_key, metric_type, window_start,
+           CASE metric_type
+               WHEN 'log_count' THEN value / greatest(
+                   extract(epoch FROM least(now(), window_end) - window_start), 1)
+               WHEN 'error_rate' THEN value
+               ELSE p95
+           END AS y
+    FROM metrics_agg
+    WHERE window_start >= %(since)s
+      AND window_start < %(until)s
+      AND metric_type IN ('log_count', 'error_rate', %(latency_metric)s)
+),
+per_key AS (
+    SELECT window_key,
+           coalesce(json_agg(json_build_array(window_start, y) ORDER BY window_start)
+                    FILTER (WHERE metric_type = 'log_count'), '[]') AS logs_per_s,
+           coalesce(json_agg(json_build_array(window_start, y) ORDER BY window_start)
+                    FILTER (WHERE metric_type = 'error_rate'), '[]') AS error_rate,
+           coalesce(json_agg(json_build_array(window_start, y) ORDER BY window_start)
+                    FILTER (WHERE metric_type = %(latency_metric)s), '[]') AS latency_p95
+    FROM recent
+    GROUP BY window_key
+    ORDER BY window_key
+    LIMIT %(max_keys)s
+)
+SELECT coalesce(json_agg(json_build_object(
+           'window_key', window_key, 'logs_per_s', logs_per_s, 'error_rate', error_rate,
+           'latency_p95', latency_p95) ORDER BY window_key), '[]')::text
+FROM per_key
