@@ -87,7 +87,7 @@ def test_tokens_are_made_listed_and_revoked_without_secrets(api: Api) -> None:
         assert token.startswith("rtmh_")
         expect_problem(admin.post("/api/v1/tokens", json={"name": "ci-bot", "scope": "read"}), 409)
         listed = admin.get("/api/v1/tokens").text
-        assert token not in listed and token.split("_")[2] not in listed
+        assert token not in listed and token.split("_", 2)[2] not in listed
         assert "ci-bot" in listed and "secret_hash" not in listed and "salt" not in listed
         with httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {token}"}) as bot:
             assert bot.get("/api/v1/incidents").status_code == 200
@@ -96,7 +96,7 @@ def test_tokens_are_made_listed_and_revoked_without_secrets(api: Api) -> None:
         expect_problem(admin.post("/api/v1/tokens/ci-bot/revoke"), 404)
     with psycopg.connect(api.db_url) as conn:
         stored = conn.execute("SELECT secret_hash FROM api_tokens WHERE name = 'ci-bot'").fetchone()
-    assert stored is not None and token.split("_")[2].encode() not in bytes(stored[0])
+    assert stored is not None and token.split("_", 2)[2].encode() not in bytes(stored[0])
 
 
 def test_failed_token_checks_are_rate_limited_per_address(
