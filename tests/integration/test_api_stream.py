@@ -32,7 +32,7 @@ from rtmh.ingest.batch import Batch
 from rtmh.ingest.throughput import ThroughputPublisher
 from rtmh.kafka.client import ensure_topics, make_producer
 from rtmh.worker import build_worker
-from tests.integration.api_support import Api, running_api
+from tests.integration.api_support import Api, make_token, running_api
 from tests.integration.ingest_support import in_thread, settings_for, wait_for
 
 STREAM = "/api/v1/stream"
@@ -411,6 +411,28 @@ def test_an_idle_stream_gets_keepalive_comments(module_db_url: str, tmp_path: Pa
 
     quick = {"RTMH_API_STREAM_KEEPALIVE_S": "1"}
     with running_api(module_db_url, tmp_path, quick, token_prefix="keepalive") as api:
+        asyncio.run(run(api))
+
+
+def test_revoking_the_token_ends_its_open_stream(module_db_url: str, tmp_path: Path) -> None:
+    """The token is checked again at each keepalive interval (1 s here): a stream opened with
+    it ends, saying why, once it is revoked; a live token's stream goes on."""
+
+    async def run(api: Api) -> None:
+        async with (
+            stream(api, scope="doomed") as doomed,
+            stream(api, scope="read") as kept,
+        ):
+            with api.client("admin") as admin:
+                assert admin.post("/api/v1/tokens/revoke-doomed/revoke").status_code == 200
+            await doomed.until(lambda r: r.ended, timeout=30)
+            assert "credentials revoked or expired: sign in again" in doomed.comments
+            await kept.until(lambda r: r.comments.count("keepalive") >= 3, timeout=30)
+            assert not kept.ended
+
+    quick = {"RTMH_API_STREAM_KEEPALIVE_S": "1"}
+    with running_api(module_db_url, tmp_path, quick, token_prefix="revoke") as api:
+        api.tokens["doomed"] = make_token(module_db_url, "revoke-doomed", "read")
         asyncio.run(run(api))
 
 

@@ -165,6 +165,18 @@ def access(*, scope: Scope | None = None) -> Callable[..., Awaitable[Principal]]
     return principal
 
 
+async def still_valid(request: Request) -> bool:
+    """Whether the credentials a request came with still authenticate. A live stream outlasts
+    the check made when it opened: it asks this now and then, so revoking a token or signing
+    out ends the streams it holds open too."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    cookie = request.cookies.get(SESSION_COOKIE)
+    async with request.app.state.pool.connection() as conn:
+        if scheme.lower() == "bearer" and token.strip():
+            return await authenticate(conn, token.strip()) is not None
+        return cookie is not None and await session_principal(conn, cookie) is not None
+
+
 #: the usual dependency: read for GET, write for changes
 requester = access()
 #: tokens and channel changes

@@ -17,15 +17,17 @@ whole graceful-shutdown timeout for clients that never hang up.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Final, get_args
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from psycopg_pool import AsyncConnectionPool
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from rtmh.api.auth import requester
+from rtmh.api.auth import requester, still_valid
 from rtmh.api.problems import problem, responses
 from rtmh.api.stream import KINDS, Broadcaster, Kind, StreamEvent, Subscription, event_of_row
 from rtmh.db.queries import load
@@ -47,6 +49,8 @@ _REPLAY_PAGE: Final = 500
 _SEP: Final = "\n"
 #: a client that takes this long to accept one chunk is gone (the queue would overflow anyway)
 _SEND_TIMEOUT_S: Final = 30.0
+#: the last comment of a stream whose token was revoked or whose session ended
+_REVOKED: Final = "credentials revoked or expired: sign in again"
 
 
 def _kinds(types: str | None) -> frozenset[Kind] | str:
@@ -102,20 +106,42 @@ async def _replay(
             return
 
 
+async def _next_within(sub: Subscription, wait_s: float) -> tuple[bool, StreamEvent | None]:
+    """(True, the subscription's next event; None: the stream ended), or (False, None) when
+    none came within ``wait_s``. Cancelling the queue's get on a timeout loses nothing
+    (asyncio.Queue)."""
+    try:
+        return True, await asyncio.wait_for(sub.next(), timeout=wait_s)
+    except TimeoutError:
+        return False, None
+
+
 async def _events(
     pool: AsyncConnectionPool[Any],
     broadcaster: Broadcaster,
     kinds: frozenset[Kind],
     after: int | None,
+    still_valid: Callable[[], Awaitable[bool]],
 ) -> AsyncIterator[ServerSentEvent]:
     sub = broadcaster.subscribe(kinds)
+    # the credentials are checked again at each keepalive interval: a revoked token or an
+    # ended dashboard session stops its open streams within one interval
+    recheck_s = broadcaster.keepalive_s
+    checked = time.monotonic()
     try:
         yield ServerSentEvent(comment="rtmh stream", retry=_RETRY_MS, sep=_SEP)
         if after is not None:
             async for replayed in _replay(pool, sub, after, broadcaster.skipped):
                 yield _sse(replayed)
         while True:
-            event = await sub.next()
+            came, event = await _next_within(sub, recheck_s)
+            if time.monotonic() - checked >= recheck_s:
+                checked = time.monotonic()
+                if not await still_valid():
+                    yield ServerSentEvent(comment=_REVOKED, sep=_SEP)
+                    return
+            if not came:
+                continue
             if event is None:
                 yield ServerSentEvent(comment=sub.ended or "end of stream", sep=_SEP)
                 return
@@ -183,7 +209,7 @@ async def stream(
             headers={"Retry-After": "5"},
         )
     return EventSourceResponse(
-        _events(request.app.state.pool, broadcaster, kinds, after),
+        _events(request.app.state.pool, broadcaster, kinds, after, lambda: still_valid(request)),
         ping=broadcaster.keepalive_s,
         ping_message_factory=lambda: ServerSentEvent(comment="keepalive", sep=_SEP),
         send_timeout=_SEND_TIMEOUT_S,
