@@ -52,7 +52,12 @@ def register(bench_app: typer.Typer) -> None:
             typer.Option("--base-errors", min=0.0, max=0.05, help="errors outside the bursts"),
         ] = BASE_ERROR_RATIO,
         short: Annotated[
-            bool, typer.Option("--short", help="2 bursts, tight profile only (about a minute)")
+            bool,
+            typer.Option(
+                "--short",
+                help="2 bursts, tight profile only, rate window not yet full (about a minute): "
+                "checks that it all works; its figures flatter Prometheus",
+            ),
         ] = False,
         json_file: Annotated[
             Path | None, typer.Option("--json", help="also write every figure to this JSON file")
@@ -69,7 +74,13 @@ def register(bench_app: typer.Typer) -> None:
         chosen = parse_profiles(profiles)
         if short:
             bursts, chosen = SHORT
-        config = CompareConfig(bursts=bursts, rate=rate, profiles=chosen, base_errors=base_errors)
+        config = CompareConfig(
+            bursts=bursts,
+            rate=rate,
+            profiles=chosen,
+            base_errors=base_errors,
+            full_windows=not short,
+        )
         started_at = now_iso()
         binaries = find_binaries()
         skipped = None

@@ -146,10 +146,11 @@ def _compare(ref: dict[str, object], peer: dict[str, object]) -> list[str]:
 
 def command_line(c: CompareConfig) -> str:
     """The command that repeats this run."""
-    return (
+    command = (
         f"rtmh bench compare --bursts {c.bursts} --rate {c.rate:g} "
         f"--profiles {','.join(c.profiles)} --base-errors {c.base_errors:g}"
     )
+    return command if c.full_windows else "rtmh bench compare --short"
 
 
 def figures(
@@ -178,6 +179,7 @@ def figures(
             "services": list(o.requests),
             "burst_error_ratio": c.burst_errors,
             "base_error_ratio": c.base_errors,
+            "full_windows": c.full_windows,
             "rtmh_rule": o.rule,
             "rtmh_windows_s": [o.window_size_s, o.window_slide_s],
             "profiles": {

@@ -44,6 +44,12 @@ def render(result: dict[str, Any]) -> Iterator[RenderableType]:
         rows,
         caption=caption,
     )
+    if not c["full_windows"]:
+        yield Text(
+            "--short: the first burst came before the rate window was full; a burst is then a "
+            "larger share of it, so these figures flatter Prometheus (a check, not a result)",
+            style="yellow",
+        )
     if result["skipped"]:
         yield Text(f"skipped: {result['skipped']}", style="yellow")
     for sentence in result["verdicts"]:

@@ -44,6 +44,7 @@ from rtmh.bench.detect.run import (
     PRODUCER_LINGER_MS,
     bound_broker_log,
     configure_rule,
+    delete_topics_quietly,
     give_up_after,
     wait_committed,
 )
@@ -80,7 +81,7 @@ class Arrivals:
         except ValueError:
             return
         if isinstance(doc, dict) and doc.get("event") == "open":
-            service = (doc.get("incident") or {}).get("window_key")
+            service = (doc.get("incident") or {}).get("service")
             if isinstance(service, str):
                 self.add(RTMH, [service], at)
 
@@ -121,6 +122,8 @@ class _Run:
         ensure_topics(self.srv.bootstrap, list(topics.values()), s.partitions)
         committed = Committed(self.group)
         with ExitStack() as stack:
+            if not self.srv.embedded_broker:
+                stack.callback(delete_topics_quietly, self.srv.bootstrap, list(topics.values()))
             exporter = stack.enter_context(Exporter(services))
             peers = [self._peer(stack, p, exporter) for p in profiles]
             producer = make_producer(self.srv.bootstrap, **{"linger.ms": PRODUCER_LINGER_MS})
