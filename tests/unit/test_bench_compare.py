@@ -12,6 +12,7 @@ import yaml
 from rtmh import simulate as sim
 from rtmh.bench.compare.measure import (
     Span,
+    command_line,
     detections,
     false_alerts,
     system_figures,
@@ -210,3 +211,12 @@ def test_system_figures_and_verdicts_say_where_a_peer_did_better() -> None:
         "rtmh detected more bursts than prometheus/default (2 against 0)",
         "prometheus/default raised fewer false alerts than rtmh (0 against 1)",
     ]
+
+
+def test_the_command_line_repeats_the_run() -> None:
+    assert command_line(CompareConfig()) == (
+        "rtmh bench compare --bursts 5 --rate 200 --profiles tight,default --base-errors 0.005"
+    )
+    alone = CompareConfig(bursts=2, profiles=(), base_errors=0.0)
+    assert command_line(alone) == "rtmh bench compare --bursts 2 --rate 200 --base-errors 0"
+    assert command_line(CompareConfig(full_windows=False)) == "rtmh bench compare --short"

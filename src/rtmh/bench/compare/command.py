@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -91,6 +92,8 @@ def register(bench_app: typer.Typer) -> None:
                 + INSTALL_HINT
             )
             err.print(f"[yellow]{skipped}[/]", highlight=False)
+            # RTMH alone: its own pace, not the absent peer's minutes of warm-up
+            config = replace(config, profiles=())
         else:
             peer = {"prometheus": version(binaries.prometheus),
                     "alertmanager": version(binaries.alertmanager)}  # fmt: skip

@@ -146,10 +146,10 @@ def _compare(ref: dict[str, object], peer: dict[str, object]) -> list[str]:
 
 def command_line(c: CompareConfig) -> str:
     """The command that repeats this run."""
-    command = (
-        f"rtmh bench compare --bursts {c.bursts} --rate {c.rate:g} "
-        f"--profiles {','.join(c.profiles)} --base-errors {c.base_errors:g}"
-    )
+    command = f"rtmh bench compare --bursts {c.bursts} --rate {c.rate:g}"
+    if c.profiles:
+        command += f" --profiles {','.join(c.profiles)}"
+    command += f" --base-errors {c.base_errors:g}"
     return command if c.full_windows else "rtmh bench compare --short"
 
 

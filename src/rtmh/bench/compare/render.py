@@ -34,8 +34,8 @@ def render(result: dict[str, Any]) -> Iterator[RenderableType]:
         f"{c['bursts']} bursts of {c['burst_error_ratio']:.0%} errors, "
         f"{c['timeline']['burst_s']:g} s each, {c['rate_msgs_per_s']:,.0f} msg/s over "
         f"{len(c['services'])} services (one quiet, one error); RTMH: error_rate > "
-        f"{rule['threshold']:g}, min_count {rule['min_count']}; Prometheus: "
-        + "; ".join(f"{name}: {p['expr']}" for name, p in c["profiles"].items())
+        f"{rule['threshold']:g}, min_count {rule['min_count']}"
+        + "".join(f"; Prometheus {name}: {p['expr']}" for name, p in c["profiles"].items())
         + f".\n{m['cpu_model']}, {m['cpu_logical_cores']} cores, {m['ram_gb']} GB"
     )
     yield figures_table(
