@@ -441,6 +441,7 @@ def up(
 
 def _register_subcommands() -> None:
     from rtmh.bench.cli import bench_app
+    from rtmh.bench.compare import register as register_bench_compare
     from rtmh.bench.detect import register as register_bench_detect
     from rtmh.bench.notify import register as register_bench_notify
     from rtmh.notify.cli import notify_app
@@ -450,6 +451,7 @@ def _register_subcommands() -> None:
 
     register_bench_detect(bench_app)
     register_bench_notify(bench_app)
+    register_bench_compare(bench_app)
     app.add_typer(bench_app, name="bench")
     app.add_typer(notify_app, name="notify")
     app.add_typer(token_app, name="token")

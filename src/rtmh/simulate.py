@@ -15,8 +15,9 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 import msgspec
 
@@ -211,9 +212,15 @@ class Traffic:
         services: tuple[str, ...] = SERVICES,
         seed: int | None = None,
         on_log: Callable[[LogLine], None] | None = None,
+        weights: Sequence[float] | None = None,
     ):
+        """``weights``: each service's share of the requests (relative; None: equal shares)."""
         self.plan = plan
         self.services = services
+        if weights is not None and len(weights) != len(services):
+            raise ValueError(f"{len(weights)} weights for {len(services)} services")
+        #: cumulative weights, None for equal shares (rng.choice: the stream seeded runs repeat)
+        self._cum_weights = None if weights is None else list(accumulate(weights))
         self.hosts = {s: [f"{s}-{i}" for i in range(1, 4)] for s in services}
         self.rng = random.Random(seed)
         self.on_log = on_log
@@ -333,7 +340,7 @@ class Traffic:
             yield from self._gauges(wall)
         conditions = self.plan.conditions(t)
         errors, latency = conditions.errors, conditions.latency
-        choice = self.rng.choice
+        choice = self._chooser()
         for _ in range(requests):
             service = choice(self.services)
             key = service.encode()
@@ -341,6 +348,20 @@ class Traffic:
             yield ("metrics", key, self._latency(service, wall, latency.get(service)))
         if conditions.rate or self._extra_due:
             yield from self._extra_logs(requests, wall, conditions)
+
+    def _chooser(self) -> Callable[[Sequence[str]], str]:
+        cum = self._cum_weights
+        if cum is None:
+            return self.rng.choice
+        choices = self.rng.choices
+        return lambda services: choices(services, cum_weights=cum)[0]
+
+    def one_log(self, phase: Phase, now: float | None = None) -> Message:
+        """One log line of ``phase.service`` at the phase's error ratio, outside the request
+        stream: a line a benchmark plants (the compare bench's one error of a quiet service),
+        seen by the observer like any other."""
+        wall = time.time() if now is None else now
+        return ("logs", phase.service.encode(), self._log(phase.service, wall, phase))
 
     def batch(self, t: float, requests: int, now: float | None = None) -> list[Message]:
         """``messages`` as a list."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Final, Self
@@ -30,8 +31,13 @@ class ArrivalReceiver:
     #: the allow-list entry that lets a notifier reach this receiver
     TARGET: Final = f"{_LOCALHOST}/32"
 
-    def __init__(self, secret: str | None = None) -> None:
+    def __init__(
+        self, secret: str | None = None, on_body: Callable[[float, bytes], None] | None = None
+    ) -> None:
+        """``on_body(arrived_at, body)`` sees every request's body (a receiver for another
+        sender, e.g. Alertmanager, which sends no idempotency key and no signature)."""
         self.secret = secret
+        self.on_body = on_body
         self._condition = threading.Condition()
         #: idempotency key -> time.time() of its first arrival
         self.arrivals: dict[str, float] = {}
@@ -125,6 +131,8 @@ class _Handler(BaseHTTPRequestHandler):
             receiver.secret, body, self.headers.get(SIGNATURE_HEADER)
         )
         receiver._record(self.headers.get(IDEMPOTENCY_HEADER), at, signature_ok)
+        if receiver.on_body is not None:
+            receiver.on_body(at, body)
         reply = b"ok"
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")

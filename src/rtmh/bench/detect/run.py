@@ -117,7 +117,34 @@ def give_up_after(
     return check
 
 
-def _delete_topics(bootstrap: str, topics: list[str]) -> None:
+def bound_broker_log(
+    cleanup: ExitStack,
+    srv: BenchServers,
+    settings: Settings,
+    url: str,
+    group: str,
+    topics: list[str],
+    on_roll: Callable[[RollOutcome], None],
+) -> None:
+    """Roll the embedded broker's topics as `rtmh up` does, until ``cleanup`` unwinds (enter
+    it after the worker, so the roller stops first); nothing on a broker the user brought."""
+    if srv.gate is None:
+        return
+    roller = LogRoller(
+        srv.gate,
+        srv.bootstrap,
+        url,
+        group,
+        topics,
+        settings.partitions,
+        RollPolicy(max_batches=settings.embedded_broker_max_batches),
+        on_roll,
+    )
+    roller.start()
+    cleanup.callback(roller.stop)
+
+
+def delete_topics_quietly(bootstrap: str, topics: list[str]) -> None:
     """Best effort: leave nothing behind on a broker the user brought."""
     from confluent_kafka.admin import AdminClient
 
@@ -172,7 +199,7 @@ class _Run:
         load_before = os.getloadavg()
         with ExitStack() as cleanup:
             if not self.srv.embedded_broker:
-                cleanup.callback(_delete_topics, self.srv.bootstrap, list(topics.values()))
+                cleanup.callback(delete_topics_quietly, self.srv.bootstrap, list(topics.values()))
             cleanup.callback(_flush_quietly, producer)
             worker = cleanup.enter_context(
                 RtmhProcess("worker", env, self.srv.workdir / "worker.log", own_session=True)
@@ -201,21 +228,9 @@ class _Run:
         )
 
     def _bound_broker_log(self, cleanup: ExitStack, topics: list[str]) -> None:
-        """Roll the embedded broker's topics as `rtmh up` does (stopped before the worker)."""
-        if self.srv.gate is None:
-            return
-        roller = LogRoller(
-            self.srv.gate,
-            self.srv.bootstrap,
-            self.url,
-            self.group,
-            topics,
-            self.settings.partitions,
-            RollPolicy(max_batches=self.settings.embedded_broker_max_batches),
-            self._rolled,
+        bound_broker_log(
+            cleanup, self.srv, self.settings, self.url, self.group, topics, self._rolled
         )
-        roller.start()
-        cleanup.callback(roller.stop)
 
     def _rolled(self, outcome: RollOutcome) -> None:
         self.committed.rolled(outcome)

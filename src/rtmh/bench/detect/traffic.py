@@ -4,7 +4,8 @@ line by line so the benchmark knows at which line of a burst the rule's conditio
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from rtmh import simulate as sim
@@ -60,13 +61,19 @@ class BurstTraffic:
         size: int,
         slide: int,
         bursts: list[Burst],
+        *,
+        services: Sequence[str] | None = None,
+        weights: Sequence[float] | None = None,
+        phases: Sequence[sim.Phase] = (),
     ):
+        """``services`` (default: the config's names) with their ``weights`` (shares of the
+        requests, equal by default); ``phases``: more phases after the bursts' own."""
         self.config = config
         self.topics = topics
         self.producer = producer
         self.slide = slide
         self.bursts = bursts
-        names = config.service_names()
+        names = list(services) if services is not None else config.service_names()
         self.index = {name: i for i, name in enumerate(names)}
         self.counts = PaneCounts(len(names), rule, size, slide)
         plan = sim.bursts(
@@ -77,7 +84,10 @@ class BurstTraffic:
         )
         #: id of a burst's phase -> the burst (the generator hands back the very phase objects)
         self.by_phase = {id(p): b for p, b in zip(plan.phases, bursts, strict=True)}
-        self.traffic = sim.Traffic(plan, tuple(names), seed=config.seed, on_log=self._observe)
+        plan = replace(plan, phases=plan.phases + tuple(phases))
+        self.traffic = sim.Traffic(
+            plan, tuple(names), seed=config.seed, on_log=self._observe, weights=weights
+        )
         self.produced = 0
         self.failed = 0
         self.first_error_note: str | None = None
