@@ -21,10 +21,15 @@ from rtmh.bench.compare import register
 from rtmh.bench.compare.peer import find_binaries
 from rtmh.embedded.postgres import EmbeddedPostgres
 
-pytestmark = pytest.mark.skipif(
-    find_binaries() is None,
-    reason="needs Debian's prometheus and prometheus-alertmanager (.ci/run installs them)",
-)
+
+@pytest.fixture(autouse=True)
+def _peer_installed() -> None:
+    """The peer is real or the test fails saying how to get it (a skip would let a CI machine
+    without it pass unnoticed)."""
+    assert find_binaries() is not None, (
+        "needs Debian's prometheus and prometheus-alertmanager: "
+        "apt-get install -y prometheus prometheus-alertmanager (.ci/run installs them)"
+    )
 
 
 def _app() -> typer.Typer:
