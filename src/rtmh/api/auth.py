@@ -111,6 +111,19 @@ def set_session_cookie(request: Request, response: Response, session: Issued) ->
     )
 
 
+async def _identify(
+    request: Request, bearer_token: str | None, cookie: str | None
+) -> Principal | None:
+    """Who a bearer token, or else a dashboard session cookie, acts as (None: neither works)."""
+    if bearer_token is None and cookie is None:
+        return None
+    async with request.app.state.pool.connection() as conn:
+        if bearer_token is not None:
+            return await authenticate(conn, bearer_token)
+        assert cookie is not None
+        return await session_principal(conn, cookie)
+
+
 def access(*, scope: Scope | None = None) -> Callable[..., Awaitable[Principal]]:
     """The dependency that authenticates a request and checks its scope: ``scope``, or by
     method when None (read for GET, write for the rest)."""
@@ -128,12 +141,9 @@ def access(*, scope: Scope | None = None) -> Callable[..., Awaitable[Principal]]
                 "this route needs a token: send 'Authorization: Bearer <token>' "
                 "(rtmh token create NAME --scope read makes one), or sign in to the dashboard",
             )
-        async with request.app.state.pool.connection() as conn:
-            if credentials is not None:
-                found = await authenticate(conn, credentials.credentials)
-            else:
-                assert cookie is not None
-                found = await session_principal(conn, cookie)
+        found = await _identify(
+            request, credentials.credentials if credentials is not None else None, cookie
+        )
         if found is None:
             raise failed(
                 request,
@@ -170,11 +180,8 @@ async def still_valid(request: Request) -> bool:
     the check made when it opened: it asks this now and then, so revoking a token or signing
     out ends the streams it holds open too."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    cookie = request.cookies.get(SESSION_COOKIE)
-    async with request.app.state.pool.connection() as conn:
-        if scheme.lower() == "bearer" and token.strip():
-            return await authenticate(conn, token.strip()) is not None
-        return cookie is not None and await session_principal(conn, cookie) is not None
+    bearer_token = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    return await _identify(request, bearer_token, request.cookies.get(SESSION_COOKIE)) is not None
 
 
 #: the usual dependency: read for GET, write for changes

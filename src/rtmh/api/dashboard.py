@@ -59,10 +59,8 @@ class _Assets(StaticFiles):
         return response
 
 
-def _page() -> HTMLResponse:
-    html = (_WEB / "index.html").read_text(encoding="utf-8")
-    headers = {"Cache-Control": "no-cache", **SECURITY_HEADERS}
-    return HTMLResponse(html, headers=headers)
+def _page(html: str) -> HTMLResponse:
+    return HTMLResponse(html, headers={"Cache-Control": "no-cache", **SECURITY_HEADERS})
 
 
 def _local_path(next_path: str | None) -> str:
@@ -80,9 +78,11 @@ def _local_path(next_path: str | None) -> str:
 
 def add_dashboard(app: FastAPI) -> None:
     app.mount("/assets", _Assets(directory=str(_WEB / "assets")), name="dashboard-assets")
+    # read once: it is the same few hundred bytes for every page path and every load
+    html = (_WEB / "index.html").read_text(encoding="utf-8")
 
     async def page() -> HTMLResponse:
-        return _page()
+        return _page(html)
 
     for path in PAGES:
         app.add_api_route(path, page, methods=["GET"], include_in_schema=False)
@@ -94,7 +94,7 @@ def add_dashboard(app: FastAPI) -> None:
         next_path: Annotated[str | None, Query(alias="next", max_length=2000)] = None,
     ) -> Response:
         if code is None:
-            return _page()  # the sign-in form (paste a token)
+            return _page(html)  # the sign-in form (paste a token)
         auth.refuse_if_limited(request)
         async with request.app.state.pool.connection() as conn:
             session = await sessions.exchange_code(conn, code)

@@ -27,27 +27,32 @@ def log_tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
-class RtmhProcess:
-    """``python -m rtmh.cli <command>`` with ``env``, its output in ``log_path``; stopped with
-    SIGTERM (then SIGKILL after ``stop_timeout_s``). Usable as a context manager."""
+class ChildProcess:
+    """``argv`` with ``env`` (None: this process's), its output in ``log_path``; stopped with
+    SIGTERM (then SIGKILL after ``stop_timeout_s``), and with the benchmark however it ends.
+    ``name`` says what it is in errors. Usable as a context manager."""
 
     def __init__(
         self,
-        command: str,
-        env: dict[str, str],
+        name: str,
+        argv: Sequence[str],
         log_path: Path,
         *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
         own_session: bool = False,
         stop_timeout_s: float = 20.0,
-        args: Sequence[str] = (),
+        tail_lines: int = 30,
     ):
-        self.command = command
+        self.name = name
         self.log_path = log_path
         self.stop_timeout_s = stop_timeout_s
+        self.tail_lines = tail_lines
         with log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "rtmh.cli", command, *args],
+                list(argv),
                 env=env,
+                cwd=cwd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -67,12 +72,14 @@ class RtmhProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def tail(self) -> str:
+        return log_tail(self.log_path, self.tail_lines)
+
     def check(self) -> None:
         """Raises RuntimeError, with the log's tail, once the process has exited."""
         if not self.alive():
             raise RuntimeError(
-                f"the {self.command} exited with {self.proc.returncode}; log tail:\n"
-                + log_tail(self.log_path)
+                f"{self.name} exited with {self.proc.returncode}; log tail:\n{self.tail()}"
             )
 
     def stop(self) -> None:
@@ -94,6 +101,29 @@ class RtmhProcess:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class RtmhProcess(ChildProcess):
+    """``python -m rtmh.cli <command>`` (a worker, a notifier) as a :class:`ChildProcess`."""
+
+    def __init__(
+        self,
+        command: str,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        own_session: bool = False,
+        stop_timeout_s: float = 20.0,
+        args: Sequence[str] = (),
+    ):
+        super().__init__(
+            f"the {command}",
+            [sys.executable, "-m", "rtmh.cli", command, *args],
+            log_path,
+            env=env,
+            own_session=own_session,
+            stop_timeout_s=stop_timeout_s,
+        )
 
 
 class CpuMeter:

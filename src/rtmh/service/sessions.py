@@ -14,11 +14,10 @@ from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
 import psycopg
-from psycopg.rows import dict_row
 
 from rtmh.db.queries import load
 from rtmh.service.errors import NotFound
-from rtmh.service.tokens import Minted, Principal, mint, parse_credential, secret_matches
+from rtmh.service.tokens import Minted, Principal, mint, parse_credential, verified_row
 
 SQL = load("sessions")
 
@@ -85,25 +84,9 @@ async def start_session(conn: psycopg.AsyncConnection[Any], principal: Principal
     return await _insert(conn, principal.token_id, "session", SESSION_TTL, SESSION_PREFIX)
 
 
-async def _verified(
-    conn: psycopg.AsyncConnection[Any], prefix: str, query: str, text: str
-) -> dict[str, Any] | None:
-    """The row ``query`` finds by the credential's lookup, if the secret matches its hash."""
-    parsed = parse_credential(prefix, text)
-    lookup, secret = parsed if parsed else ("", "x")
-    row = None
-    if parsed:
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, (lookup,))
-            row = await cur.fetchone()
-    if not secret_matches((row["salt"], row["secret_hash"]) if row else None, secret):
-        return None
-    return row
-
-
 async def exchange_code(conn: psycopg.AsyncConnection[Any], code: str) -> Issued | None:
     """A session for a valid, unused, unexpired code (which is then used up), or None."""
-    row = await _verified(conn, CODE_PREFIX, SQL.code_by_lookup, code)
+    row = await verified_row(conn, CODE_PREFIX, SQL.code_by_lookup, code)
     if row is None:
         return None
     async with conn.transaction():
@@ -116,7 +99,7 @@ async def exchange_code(conn: psycopg.AsyncConnection[Any], code: str) -> Issued
 async def session_principal(conn: psycopg.AsyncConnection[Any], cookie: str) -> Principal | None:
     """Who a session cookie acts as, or None when it is malformed, unknown, ended or expired,
     or its token was revoked."""
-    row = await _verified(conn, SESSION_PREFIX, SQL.session_principal, cookie)
+    row = await verified_row(conn, SESSION_PREFIX, SQL.session_principal, cookie)
     if row is None:
         return None
     return Principal(token_id=row["token_id"], name=row["name"], scope=row["scope"])

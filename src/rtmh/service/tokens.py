@@ -176,19 +176,30 @@ async def revoke_token(conn: psycopg.AsyncConnection[Any], name_or_id: str) -> T
     return TokenInfo.from_row(row)
 
 
-async def authenticate(conn: psycopg.AsyncConnection[Any], token: str) -> Principal | None:
-    """The principal of a presented token, or None when it is malformed, unknown, revoked or
-    wrong. The secret comparison is constant-time; an unknown lookup costs the same hash."""
-    parsed = parse_credential(PREFIX, token)
+async def verified_row(
+    conn: psycopg.AsyncConnection[Any], prefix: str, query: str, text: str
+) -> dict[str, Any] | None:
+    """The row ``query`` finds by a ``<prefix><lookup>_<secret>`` credential's lookup, if the
+    secret matches the row's salted hash; None when malformed, unknown or wrong. An unknown
+    lookup still costs the hash. Tokens, login codes and sessions are all checked this way."""
+    parsed = parse_credential(prefix, text)
     lookup, secret = parsed if parsed else ("", "x")
     row = None
     if parsed:
         async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(SQL.token_by_lookup, (lookup,))
+            await cur.execute(query, (lookup,))
             row = await cur.fetchone()
     if not secret_matches((row["salt"], row["secret_hash"]) if row else None, secret):
         return None
-    assert row is not None  # matched a stored hash
+    return row
+
+
+async def authenticate(conn: psycopg.AsyncConnection[Any], token: str) -> Principal | None:
+    """The principal of a presented token, or None when it is malformed, unknown, revoked or
+    wrong. The secret comparison is constant-time; an unknown lookup costs the same hash."""
+    row = await verified_row(conn, PREFIX, SQL.token_by_lookup, token)
+    if row is None:
+        return None
     used = row["last_used_at"]
     if used is None or datetime.now(UTC) - used > _TOUCH_EVERY:
         await conn.execute(SQL.touch_token, (row["id"],))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -22,8 +21,8 @@ from typing import Any, Self
 
 from rtmh.bench.compare.model import Profile
 from rtmh.bench.compare.traffic import ERRORS, REQUESTS
-from rtmh.bench.processes import log_tail
-from rtmh.embedded.process import child_setup, free_port
+from rtmh.bench.processes import ChildProcess
+from rtmh.embedded.process import free_port
 
 INSTALL_HINT = "apt-get install -y prometheus prometheus-alertmanager"
 ALERT = "BenchHighErrorRate"
@@ -144,7 +143,7 @@ class PeerPair:
         self.webhook_url = webhook_url
         self.workdir = workdir
         #: (name, process, log)
-        self.procs: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+        self.procs: list[ChildProcess] = []
         self.prometheus_port = 0
         self.alertmanager_port = 0
 
@@ -185,49 +184,37 @@ class PeerPair:
         )
 
     def _spawn(self, name: str, argv: list[str]) -> None:
-        log = self.workdir / f"{name}.log"
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
+        self.procs.append(
+            ChildProcess(
+                f"{name} ({self.profile.name})",
                 argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
+                self.workdir / f"{name}.log",
                 cwd=self.workdir,
-                # they go down with the bench, however it ends
-                preexec_fn=child_setup(signal.SIGTERM),
+                stop_timeout_s=15,
+                tail_lines=15,
             )
-        self.procs.append((name, proc, log))
+        )
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Until both answer /-/ready; RuntimeError with the log's tail otherwise."""
         deadline = time.monotonic() + timeout
         ports = (self.alertmanager_port, self.prometheus_port)
-        for (name, proc, log), port in zip(self.procs, ports, strict=True):
+        for child, port in zip(self.procs, ports, strict=True):
             while not _ready(port):
-                if proc.poll() is not None or time.monotonic() > deadline:
+                if not child.alive() or time.monotonic() > deadline:
                     raise RuntimeError(
-                        f"{name} ({self.profile.name}) is not ready "
-                        f"(exit code {proc.poll()}); log tail:\n{log_tail(log, 15)}"
+                        f"{child.name} is not ready (exit code {child.proc.poll()}); "
+                        f"log tail:\n{child.tail()}"
                     )
                 time.sleep(0.1)
 
     def check(self) -> None:
-        for name, proc, log in self.procs:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"{name} ({self.profile.name}) exited with "
-                    f"{proc.returncode}; log tail:\n{log_tail(log, 15)}"
-                )
+        for child in self.procs:
+            child.check()
 
     def stop(self) -> None:
-        for _name, proc, _log in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        for child in reversed(self.procs):
+            child.stop()
 
     def __exit__(
         self,

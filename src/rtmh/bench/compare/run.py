@@ -40,16 +40,14 @@ from rtmh.bench.compare.peer import Binaries, PeerPair, firing_services
 from rtmh.bench.compare.traffic import CompareTraffic, Exporter, quiet_phase
 from rtmh.bench.detect.model import DetectConfig
 from rtmh.bench.detect.run import (
-    JOIN_TIMEOUT_S,
     PRODUCER_LINGER_MS,
     bound_broker_log,
     configure_rule,
     delete_topics_quietly,
-    give_up_after,
-    wait_committed,
+    wait_first_commit,
 )
 from rtmh.bench.detect.watcher import Committed
-from rtmh.bench.processes import RtmhProcess, log_tail
+from rtmh.bench.processes import RtmhProcess
 from rtmh.bench.receiver import ArrivalReceiver
 from rtmh.config import Settings
 from rtmh.db.queries import load
@@ -228,17 +226,7 @@ class _Run:
         peers: list[PeerPair],
     ) -> None:
         with self.console.status("starting the worker, Prometheus and Alertmanager"):
-            traffic.first_message()
-            traffic.producer.flush(10)
-            check = give_up_after(
-                worker,
-                JOIN_TIMEOUT_S,
-                lambda: (
-                    f"the worker committed nothing within {JOIN_TIMEOUT_S:.0f} s; log "
-                    f"tail:\n{log_tail(worker.log_path)}"
-                ),
-            )
-            wait_committed(self.url, committed, traffic.produced, check)
+            wait_first_commit(self.url, worker, traffic, committed)
             for peer in peers:
                 peer.wait_ready()
 

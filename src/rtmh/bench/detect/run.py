@@ -117,6 +117,24 @@ def give_up_after(
     return check
 
 
+def wait_first_commit(
+    url: str, worker: RtmhProcess, traffic: BurstTraffic, committed: Committed
+) -> None:
+    """Produce one message and wait until the worker has committed it (group joined,
+    partitions assigned): the start of a run's clock. Gives up after JOIN_TIMEOUT_S."""
+    traffic.first_message()
+    traffic.producer.flush(10)
+    check = give_up_after(
+        worker,
+        JOIN_TIMEOUT_S,
+        lambda: (
+            f"the worker committed nothing within {JOIN_TIMEOUT_S:.0f} s; log "
+            f"tail:\n{log_tail(worker.log_path)}"
+        ),
+    )
+    wait_committed(url, committed, traffic.produced, check)
+
+
 def bound_broker_log(
     cleanup: ExitStack,
     srv: BenchServers,
@@ -278,17 +296,7 @@ class _Run:
         """Until the worker has committed a first message (group joined, partitions assigned)."""
         with self.console.status("starting the worker and waiting for its first commit"):
             started = time.monotonic()
-            traffic.first_message()
-            traffic.producer.flush(10)
-            check = give_up_after(
-                worker,
-                JOIN_TIMEOUT_S,
-                lambda: (
-                    f"the worker committed nothing within {JOIN_TIMEOUT_S:.0f} s; log "
-                    f"tail:\n{log_tail(worker.log_path)}"
-                ),
-            )
-            wait_committed(self.url, self.committed, traffic.produced, check)
+            wait_first_commit(self.url, worker, traffic, self.committed)
             return time.monotonic() - started
 
     def _traffic(
