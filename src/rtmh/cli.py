@@ -444,6 +444,7 @@ def _register_subcommands() -> None:
     from rtmh.bench.compare import register as register_bench_compare
     from rtmh.bench.detect import register as register_bench_detect
     from rtmh.bench.notify import register as register_bench_notify
+    from rtmh.bench.soak import register as register_bench_soak
     from rtmh.notify.cli import notify_app
     from rtmh.service.cli import dashboard_command, token_app
     from rtmh.service.config_cli import config_app
@@ -452,6 +453,7 @@ def _register_subcommands() -> None:
     register_bench_detect(bench_app)
     register_bench_notify(bench_app)
     register_bench_compare(bench_app)
+    register_bench_soak(bench_app)
     app.add_typer(bench_app, name="bench")
     app.add_typer(notify_app, name="notify")
     app.add_typer(token_app, name="token")

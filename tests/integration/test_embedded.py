@@ -89,3 +89,23 @@ def test_data_dir_in_use_is_refused(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("immediate", [False, True], ids=["fast", "immediate"])
+def test_a_restart_keeps_the_data_and_the_port(tmp_path: Path, immediate: bool) -> None:
+    """`rtmh bench soak` restarts PostgreSQL under running workers: they must find it where
+    they left it, with every committed row (after crash recovery when stopped as a crash)."""
+    with EmbeddedPostgres(tmp_path / "pg", ephemeral=True) as pg:
+        assert pg.proc is not None
+        before_pid, port = pg.proc.pid, pg.port
+        with psycopg.connect(pg.url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE kept (n int)")
+            conn.execute("INSERT INTO kept VALUES (1), (2)")
+        pg.restart(immediate=immediate)
+        assert pg.proc is not None and pg.proc.pid != before_pid
+        assert pg.port == port
+        with psycopg.connect(pg.url) as conn:
+            assert conn.execute("SELECT sum(n) FROM kept").fetchone() == (3,)
+        log = (tmp_path / "pg" / "postgres.log").read_text()
+        # an immediate stop is a crash to PostgreSQL: it replays its WAL at start
+        assert ("automatic recovery in progress" in log) == immediate

@@ -15,6 +15,7 @@ import msgspec
 import psycopg
 import pytest
 
+from rtmh.bench.windows_oracle import compare, expected_windows, load_agg, load_raw
 from rtmh.ingest import metrics
 from rtmh.kafka.client import ensure_topics, make_producer, produce_waiting
 from rtmh.records import GLOBAL_WINDOW_KEY, OTHER_WINDOW_KEY
@@ -32,7 +33,6 @@ from .ingest_support import (
     wait_for_rows,
     worker_env,
 )
-from .windows_oracle import compare, expected_windows, load_agg, load_raw
 
 STEADY = ("checkout", "payments", "search")
 FLOOD = 5_000

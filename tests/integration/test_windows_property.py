@@ -27,6 +27,7 @@ import psycopg
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from rtmh.bench.windows_oracle import GLOBAL_KEY, assert_windows_match
 from rtmh.embedded.postgres import EmbeddedPostgres
 from rtmh.kafka.client import ensure_topics, make_producer, produce_waiting
 
@@ -42,7 +43,6 @@ from .ingest_support import (
     worker_env,
     worker_thread,
 )
-from .windows_oracle import GLOBAL_KEY, assert_windows_match
 
 Message = tuple[str, str, bytes]  # (kind, key, value)
 

@@ -119,8 +119,8 @@ def cardinality(
     report(out, bench.render(result), result, json_file)
 
 
-@bench_app.command("soak")
-def soak(
+@bench_app.command("up-soak")
+def up_soak(
     ctx: typer.Context,
     minutes: Annotated[
         float, typer.Option("--minutes", min=0.5, help="how long `rtmh up --demo` runs")
@@ -145,7 +145,7 @@ def soak(
 
     Uses POSTGRES_URL when set (a fresh database there, dropped after), else an embedded
     PostgreSQL; the hub always runs its embedded broker."""
-    from rtmh.bench import soak as bench
+    from rtmh.bench import up_soak as bench
 
     out, err = consoles()
     settings = cli_settings(ctx, err)

@@ -43,6 +43,7 @@ from rtmh.db.queries import load
 
 if TYPE_CHECKING:
     from rtmh.embedded.gate import Gate
+    from rtmh.embedded.postgres import EmbeddedPostgres
 
 SQL = load("bench")
 
@@ -73,6 +74,8 @@ class BenchServers:
     #: the gate in front of the embedded broker, when asked for (``gated``): a run can then
     #: bound the broker's log the way `rtmh up` does (rtmh.embedded.log_roll)
     gate: Gate | None = None
+    #: the embedded PostgreSQL, when the run started one (a soak restarts it)
+    postgres: EmbeddedPostgres | None = None
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time used so far by each embedded server, its children included."""
@@ -140,6 +143,7 @@ def bench_servers(
             workdir,
             pids,
             kafka.gate if kafka is not None else None,
+            pg,
         )
     finally:
         if kafka is not None:
@@ -335,6 +339,21 @@ def worker_env(
         group_id=group,
         metrics_port=0,
         log_level="INFO",
+    )
+
+
+def notifier_env(settings: Settings, url: str, log_level: str = "WARNING") -> dict[str, str]:
+    """The environment of a benchmarked `rtmh notifier`, allowed to reach the bench's loopback
+    webhook receiver (a notifier refuses loopback unless told otherwise)."""
+    from rtmh.bench.receiver import ArrivalReceiver
+    from rtmh.notify.targets import extend_allow_list
+
+    return child_env(
+        settings,
+        postgres_url=url,
+        log_level=log_level,
+        metrics_port=0,
+        allowed_targets=extend_allow_list(settings.allowed_target_list, ArrivalReceiver.TARGET),
     )
 
 

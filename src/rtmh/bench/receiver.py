@@ -44,6 +44,9 @@ class ArrivalReceiver:
         self.requests = 0
         self.duplicates = 0
         self.bad_signatures = 0
+        #: while True every request is answered 503 and not recorded (`bench soak`'s outage)
+        self.failing = False
+        self.refused = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -95,6 +98,17 @@ class ArrivalReceiver:
         with self._condition:
             return len(keys & self.arrivals.keys())
 
+    def accepted_keys(self) -> dict[str, float]:
+        """Every idempotency key accepted so far, with its first arrival."""
+        with self._condition:
+            return dict(self.arrivals)
+
+    def _refuse(self) -> bool:
+        with self._condition:
+            if self.failing:
+                self.refused += 1
+            return self.failing
+
     def _record(self, key: str | None, at: float, signature_ok: bool) -> None:
         with self._condition:
             self.requests += 1
@@ -127,18 +141,23 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         at = time.time()
         receiver = self.server.receiver
+        if receiver._refuse():
+            self._reply(503, b"failing on purpose")
+            return
         signature_ok = receiver.secret is None or verify_signature(
             receiver.secret, body, self.headers.get(SIGNATURE_HEADER)
         )
         receiver._record(self.headers.get(IDEMPOTENCY_HEADER), at, signature_ok)
         if receiver.on_body is not None:
             receiver.on_body(at, body)
-        reply = b"ok"
-        self.send_response(200)
+        self._reply(200, b"ok")
+
+    def _reply(self, status: int, body: bytes) -> None:
+        self.send_response(status)
         self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(reply)))
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(reply)
+        self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -1,4 +1,5 @@
-"""The statistics every benchmark reports: percentiles the way numpy computes them by default."""
+"""The statistics every benchmark reports: percentiles the way numpy computes them by default,
+and the least-squares slope the soaks judge memory by."""
 
 from __future__ import annotations
 
@@ -32,3 +33,17 @@ def distribution(values: Sequence[float], quantiles: Sequence[float]) -> dict[st
     out["max"] = ordered[-1]
     out["mean"] = sum(ordered) / len(ordered)
     return out
+
+
+def slope(points: Sequence[tuple[float, float]], per: float = 1.0) -> float | None:
+    """Least-squares slope of y over x, times ``per`` (MB per 10 min: ``per=600``); None for
+    fewer than three points or no spread in x."""
+    if len(points) < 3:
+        return None
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    var = sum((x - mx) ** 2 for x, _ in points)
+    if var == 0:
+        return None
+    return round(sum((x - mx) * (y - my) for x, y in points) / var * per, 2)

@@ -330,6 +330,23 @@ class EmbeddedPostgres:
         if owner is not None and owner.pid == os.getpid():
             self.pid_file.unlink(missing_ok=True)
 
+    def restart(self, *, immediate: bool = False) -> None:
+        """Stop the server and start it again with the same data on the same port, so clients
+        find it where they left it (`rtmh bench soak`'s fault). ``immediate``: stopped as a
+        crash would (SIGQUIT, crash recovery on start); else a fast shutdown (SIGINT)."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError("the embedded PostgreSQL is not running")
+        port = self.port
+        sig = signal.SIGQUIT if immediate else signal.SIGINT
+        stop_process(psutil.Process(self.proc.pid), sig, timeout=30)
+        self.proc.wait()
+        self.proc = None
+        self.start()
+        if self.port != port:
+            raise RuntimeError(
+                f"PostgreSQL came back on port {self.port}, not {port}: another process took it"
+            )
+
     def remove(self) -> bool:
         """Delete this data dir's cluster for good (``up --fresh``, throw-away clusters); the
         server log stays. False: there was none."""

@@ -36,7 +36,7 @@ STORY_PERIOD = 150.0
 DEMO_RATE = 400.0
 #: the demo's producer waits this long to fill a batch: about a third as many batches as with
 #: the 5 ms RTMH's clients use, so the embedded broker lists fewer on each fetch and rolls its log
-#: half as often (`rtmh bench soak`: 29 % -> 21 % of a core on average), for at most 20 ms more
+#: half as often (`rtmh bench up-soak`: 29 % -> 21 % of a core on average), for at most 20 ms more
 #: lag
 DEMO_LINGER_MS = 20
 DEMO_CHANNEL = "demo-webhook"

@@ -342,7 +342,7 @@ class Hub:
                 missing = [str(err)]
             if missing:
                 self.say(f"stopping with messages not yet stored: {', '.join(missing[:3])}")
-        # `rtmh bench soak` compares this count with what PostgreSQL holds
+        # `rtmh bench up-soak` compares this count with what PostgreSQL holds
         self.say(
             f"demo traffic stopped: {traffic.delivered:,} messages delivered, "
             f"{traffic.failed:,} failed"

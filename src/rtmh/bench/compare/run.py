@@ -12,15 +12,13 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
-import psycopg
-from psycopg.types.json import Jsonb
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
 from rtmh.bench.common import (
     BenchServers,
     bench_databases,
-    child_env,
+    notifier_env,
     progress_bar,
     worker_env,
 )
@@ -44,6 +42,7 @@ from rtmh.bench.detect.run import (
     bound_broker_log,
     configure_rule,
     delete_topics_quietly,
+    route_rule_to,
     wait_first_commit,
 )
 from rtmh.bench.detect.watcher import Committed
@@ -51,8 +50,6 @@ from rtmh.bench.processes import RtmhProcess
 from rtmh.bench.receiver import ArrivalReceiver
 from rtmh.config import Settings
 from rtmh.db.queries import load
-from rtmh.notify.targets import extend_allow_list
-from rtmh.up.demo import DEMO_CHANNEL
 
 DEMO_SQL = load("demo")
 
@@ -188,30 +185,16 @@ class _Run:
         configure_rule routed high_error_rate to the demo's channel: it points at ours."""
         s, secret = self.settings, secrets.token_hex(16)
         receiver = stack.enter_context(ArrivalReceiver(secret, on_body=self.arrivals.rtmh_body))
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute(
-                DEMO_SQL.upsert_demo_channel,
-                (
-                    DEMO_CHANNEL,
-                    Jsonb({"url": receiver.url, "timeout_seconds": 5}),
-                    Jsonb({"hmac_secret": secret}),
-                ),
-            )
+        route_rule_to(self.url, receiver)
         env = worker_env(s, self.url, self.srv.bootstrap, self.prefix, self.group)
         work = self.srv.workdir
         worker = stack.enter_context(
             RtmhProcess("worker", env, work / "worker.log", own_session=True)
         )
-        notifier_env = child_env(
-            s,
-            postgres_url=self.url,
-            log_level="WARNING",
-            metrics_port=0,
-            # the receiver is on loopback, which a notifier refuses unless told otherwise
-            allowed_targets=extend_allow_list(s.allowed_target_list, ArrivalReceiver.TARGET),
-        )
         notifier = stack.enter_context(
-            RtmhProcess("notifier", notifier_env, work / "notifier.log", own_session=True)
+            RtmhProcess(
+                "notifier", notifier_env(s, self.url), work / "notifier.log", own_session=True
+            )
         )
         bound_broker_log(
             stack, self.srv, s, self.url, self.group, list(topics.values()), committed.rolled

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
@@ -37,9 +38,14 @@ from rtmh.bench.detect.model import (
 )
 from rtmh.bench.detect.traffic import BurstTraffic
 from rtmh.bench.detect.watcher import Committed, Watcher
-from rtmh.bench.processes import CpuMeter, RtmhProcess, log_tail
+from rtmh.bench.processes import ChildProcess, CpuMeter, RtmhProcess, log_tail
+from rtmh.bench.receiver import ArrivalReceiver
 from rtmh.config import Settings
+from rtmh.db.queries import load
 from rtmh.embedded.log_roll import LogRoller, RollOutcome, RollPolicy
+from rtmh.up.demo import DEMO_CHANNEL
+
+DEMO_SQL = load("demo")
 
 #: how long the worker may take to join its group and commit the first message
 JOIN_TIMEOUT_S = 90.0
@@ -89,6 +95,20 @@ def configure_rule(url: str) -> RuleParams:
     )
 
 
+def route_rule_to(url: str, receiver: ArrivalReceiver) -> None:
+    """configure_rule sends the rule to the demo's channel: point it at ``receiver`` (signed
+    with its secret)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            DEMO_SQL.upsert_demo_channel,
+            (
+                DEMO_CHANNEL,
+                Jsonb({"url": receiver.url, "timeout_seconds": 5}),
+                Jsonb({"hmac_secret": receiver.secret}),
+            ),
+        )
+
+
 def wait_committed(
     url: str, committed: Committed, produced: int, check: Callable[[], None]
 ) -> float:
@@ -103,7 +123,7 @@ def wait_committed(
 
 
 def give_up_after(
-    worker: RtmhProcess, timeout: float, why: Callable[[], str]
+    worker: ChildProcess, timeout: float, why: Callable[[], str]
 ) -> Callable[[], None]:
     """A ``check`` for wait_committed: raises once the worker has exited, or RuntimeError(why())
     once ``timeout`` seconds have passed."""
@@ -118,7 +138,7 @@ def give_up_after(
 
 
 def wait_first_commit(
-    url: str, worker: RtmhProcess, traffic: BurstTraffic, committed: Committed
+    url: str, worker: ChildProcess, traffic: BurstTraffic, committed: Committed
 ) -> None:
     """Produce one message and wait until the worker has committed it (group joined,
     partitions assigned): the start of a run's clock. Gives up after JOIN_TIMEOUT_S."""

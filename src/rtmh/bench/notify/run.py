@@ -18,7 +18,7 @@ from rtmh.bench.common import (
     SQL,
     Databases,
     bench_servers,
-    child_env,
+    notifier_env,
     now_iso,
     postgres_info,
     progress_bar,
@@ -28,7 +28,6 @@ from rtmh.bench.processes import RtmhProcess, log_tail
 from rtmh.bench.receiver import ArrivalReceiver
 from rtmh.config import Settings
 from rtmh.db.connect import describe_url
-from rtmh.notify.targets import extend_allow_list
 from rtmh.records import IncidentSnapshot
 
 WARMUP: Final = 5
@@ -61,14 +60,7 @@ def _observe(
 ) -> Observed:
     run_id = uuid.uuid4().hex[:8]
     hmac_secret = secrets.token_hex(16)
-    env = child_env(
-        settings,
-        postgres_url=url,
-        log_level="WARNING",
-        metrics_port=0,
-        # the receiver is on loopback, which a notifier refuses unless told otherwise
-        allowed_targets=extend_allow_list(settings.allowed_target_list, ArrivalReceiver.TARGET),
-    )
+    env = notifier_env(settings, url)
     with ArrivalReceiver(hmac_secret) as receiver:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(

@@ -109,7 +109,7 @@ ALTER TABLE raw_events ADD CONSTRAINT rtmh_bench_poison
     CHECK (data->>'msg' IS DISTINCT FROM 'rtmh-bench-poison')
 
 -- name: soak_lag
--- `bench soak`: rows committed since the last sample, and the delay from a message's making to
+-- `bench up-soak`: rows committed since the last sample, and the delay from a message's making to
 -- its row's commit (created_at is the commit's transaction time; index raw_events(topic,
 -- created_at)). The newest created_at is where the next sample starts.
 SELECT count(*),
@@ -126,3 +126,52 @@ WHERE topic = ANY(%s) AND created_at > %s
 SELECT (SELECT count(DISTINCT window_key) FROM metrics_agg),
        (SELECT count(*) FROM metrics_agg WHERE window_key = %s),
        (SELECT count(DISTINCT service) FROM raw_events)
+
+-- name: oracle_raw_events
+-- The window oracle (bench.windows_oracle): every stored row with what windowing reads of it;
+-- the JSON only for metrics, the one kind whose windows read values from it.
+SELECT topic, event_time, service, level, flags,
+       CASE WHEN topic LIKE '%%metrics' THEN data::text END
+FROM raw_events
+
+-- name: oracle_metrics_agg
+-- The window oracle: every window row, to compare with the recomputation.
+SELECT window_key, metric_type, window_start, window_end, value, count, sum, min, max,
+       p50, p95, p99, sketch
+FROM metrics_agg
+
+-- name: soak_good_sequences
+-- `bench soak`: the sequence number of every stored good message (duplicates included).
+SELECT (data ->> 'soak_seq')::bigint FROM raw_events WHERE data ? 'soak_seq'
+
+-- name: soak_bad_markers
+-- `bench soak`: the marker of every malformed message found in dead_letters, with its reason.
+SELECT substring(convert_from(payload, 'UTF8') FROM 'soak-bad-([0-9]+)')::bigint, reason
+FROM dead_letters
+WHERE payload IS NOT NULL AND position('soak-bad-'::bytea IN payload) > 0
+
+-- name: soak_stored_counts
+-- `bench soak`: rows and dead letters so far (what the end waits on).
+SELECT (SELECT count(*) FROM raw_events), (SELECT count(*) FROM dead_letters)
+
+-- name: soak_notification_rows
+-- `bench soak`: every notification of the run with its idempotency key, status and attempts.
+SELECT idempotency_key, status, attempts, event FROM alert_notifications
+WHERE event <> 'test' ORDER BY id
+
+-- name: soak_unsettled
+-- `bench soak`'s end: incidents still live and notifications not yet in a final state.
+SELECT (SELECT count(*) FROM incidents WHERE status IN ('open', 'investigating')),
+       (SELECT count(*) FROM alert_notifications
+        WHERE status IN ('pending', 'sending', 'failed'))
+
+-- name: soak_incidents
+-- `bench soak`: incidents the bursts opened.
+SELECT count(*) FROM incidents
+
+-- name: soak_openings
+-- `bench soak`: every incident opening (new or reopened) with its service and time (epoch s).
+SELECT i.window_key, extract(epoch FROM e.created_at)
+FROM incident_events e JOIN incidents i ON i.id = e.incident_id
+WHERE e.event_type IN ('opened', 'reopened')
+ORDER BY e.created_at

@@ -1,4 +1,4 @@
-"""`rtmh bench soak`: `rtmh up --demo` left running, as a new user would (issue 21).
+"""`rtmh bench up-soak`: `rtmh up --demo` left running, as a new user would (issue 21).
 
 The hub runs as its own process on its embedded broker, with this benchmark's PostgreSQL
 (embedded unless POSTGRES_URL), so what it stored can be counted. Every ``sample_s`` the
@@ -32,6 +32,7 @@ from rtmh.bench.common import (
     progress_bar,
 )
 from rtmh.bench.processes import RtmhProcess, log_tail
+from rtmh.bench.stats import slope
 from rtmh.config import Settings
 from rtmh.db.queries import load
 from rtmh.notify.targets import extend_allow_list
@@ -164,19 +165,6 @@ class SoakResult:
             "machine": self.machine,
             "finished_at": self.finished_at,
         }
-
-
-def slope(points: list[tuple[float, float]], per: float = 1.0) -> float | None:
-    """Least-squares slope of y over x, times ``per``; None for fewer than three points."""
-    if len(points) < 3:
-        return None
-    n = len(points)
-    mx = sum(x for x, _ in points) / n
-    my = sum(y for _, y in points) / n
-    var = sum((x - mx) ** 2 for x, _ in points)
-    if var == 0:
-        return None
-    return round(sum((x - mx) * (y - my) for x, y in points) / var * per, 2)
 
 
 def _cpu_seconds(proc: psutil.Process) -> float:
@@ -396,7 +384,7 @@ def render(result: SoakResult) -> list[RenderableType]:
     ]
     return [
         figures_table(
-            f"rtmh bench soak: rtmh up --demo for {result.minutes:g} min",
+            f"rtmh bench up-soak: rtmh up --demo for {result.minutes:g} min",
             ("figure", "measured", "target", ""),
             rows,
             caption=f"machine: {result.machine.get('cpu_model', '?')}, "

@@ -1,6 +1,6 @@
-"""`rtmh bench soak`, short (issue 21): `rtmh up --demo` on its embedded broker with a low log
+"""`rtmh bench up-soak`, short (issue 21): `rtmh up --demo` on its embedded broker with a low log
 bound, so it rolls every few seconds. Memory stays flat and every delivered message is stored
-once; the hour-long run and its CPU and lag figures are `rtmh bench soak` itself."""
+once; the hour-long run and its CPU and lag figures are `rtmh bench up-soak` itself."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def test_a_bounded_broker_stays_flat_and_loses_nothing(
 ) -> None:
     out = tmp_path / "soak.json"
     env = {**cli_env, "POSTGRES_URL": pg_server.admin_url(), "COLUMNS": "200"}
-    args = ["soak", "--minutes", "1.5", "--sample-seconds", "5", "--max-batches", "100"]
+    args = ["up-soak", "--minutes", "1.5", "--sample-seconds", "5", "--max-batches", "100"]
     done = subprocess.run(
         [sys.executable, "-m", "rtmh.cli", "bench", *args, "--json", str(out)],
         env=env,
@@ -37,4 +37,4 @@ def test_a_bounded_broker_stays_flat_and_loses_nothing(
     assert figures["rolls"] >= 1, figures
     assert figures["broker_rss_max_mb"] < MAX_RSS_MB, figures
     assert figures["broker_rss_slope_mb_per_10_min"] < MAX_SLOPE_MB_PER_10_MIN, figures
-    assert "rtmh bench soak" in done.stdout
+    assert "rtmh bench up-soak" in done.stdout
