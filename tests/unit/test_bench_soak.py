@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from rtmh.bench.receiver import ArrivalReceiver
+from rtmh.bench.soak.chaos import Crash
 from rtmh.bench.soak.command import SHORT
 from rtmh.bench.soak.memory import Sampler, plot, pss_mb, rss_mb
 from rtmh.bench.soak.model import (
@@ -218,3 +219,15 @@ def test_each_burst_takes_the_first_opening_of_its_service_in_its_span() -> None
     assert found.delays_s == [0.8, 160.0]
     assert found.unexplained == [("payments", 1300.0)]
     assert match_alerts(bursts, 30.0, [("search", 1239.0)]).alerted == 0  # before its burst
+
+
+def test_a_crash_names_the_signal_and_the_last_lines() -> None:
+    crash = Crash(3063.4, "worker-2", -11, "re-checked a[0]@0 | Disconnected")
+    assert crash.describe() == (
+        "worker-2 killed by SIGSEGV at 3063 s; its log ended: re-checked a[0]@0 | Disconnected"
+    )
+    assert Crash(5.0, "notifier", 1, "").describe().startswith("notifier exited with 1 at 5 s")
+
+
+def test_a_crash_fails_the_run_whatever_else_held() -> None:
+    assert not replace(passing_checks(), crashes=["worker-2 killed by SIGSEGV at 3063 s"]).passed()

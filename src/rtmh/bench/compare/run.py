@@ -41,8 +41,8 @@ from rtmh.bench.detect.run import (
     PRODUCER_LINGER_MS,
     bound_broker_log,
     configure_rule,
-    delete_topics_quietly,
     route_rule_to,
+    run_topics,
     wait_first_commit,
 )
 from rtmh.bench.detect.watcher import Committed
@@ -106,19 +106,16 @@ class _Run:
     arrivals: Arrivals = field(default_factory=Arrivals)
 
     def observe(self) -> Observed:
-        from rtmh.kafka.client import ensure_topics, make_producer
+        from rtmh.kafka.client import make_producer
 
         s, c = self.settings, self.config
         profiles = c.chosen() if self.binaries is not None else []
         line = timeline(c)
         services = c.services()
         rule = configure_rule(self.url)
-        topics = {k: f"{self.prefix}{k}" for k in ("logs", "metrics", "events")}
-        ensure_topics(self.srv.bootstrap, list(topics.values()), s.partitions)
         committed = Committed(self.group)
         with ExitStack() as stack:
-            if not self.srv.embedded_broker:
-                stack.callback(delete_topics_quietly, self.srv.bootstrap, list(topics.values()))
+            topics = run_topics(stack, self.srv, self.prefix, s.partitions)
             exporter = stack.enter_context(Exporter(services))
             peers = [self._peer(stack, p, exporter) for p in profiles]
             producer = make_producer(self.srv.bootstrap, **{"linger.ms": PRODUCER_LINGER_MS})

@@ -182,6 +182,20 @@ def bound_broker_log(
     cleanup.callback(roller.stop)
 
 
+def run_topics(
+    cleanup: ExitStack, srv: BenchServers, prefix: str, partitions: int
+) -> dict[str, str]:
+    """The run's own topic of each kind, created now and, on a broker the user brought, deleted
+    when ``cleanup`` unwinds (an embedded broker goes away with its data)."""
+    from rtmh.kafka.client import ensure_topics
+
+    topics = {k: f"{prefix}{k}" for k in ("logs", "metrics", "events")}
+    ensure_topics(srv.bootstrap, list(topics.values()), partitions)
+    if not srv.embedded_broker:
+        cleanup.callback(delete_topics_quietly, srv.bootstrap, list(topics.values()))
+    return topics
+
+
 def delete_topics_quietly(bootstrap: str, topics: list[str]) -> None:
     """Best effort: leave nothing behind on a broker the user brought."""
     from confluent_kafka.admin import AdminClient
@@ -216,28 +230,25 @@ class _Run:
         self.committed = Committed(self.group)
 
     def observe(self) -> Observed:
-        from rtmh.kafka.client import ensure_topics, make_producer
+        from rtmh.kafka.client import make_producer
 
         s = self.settings
         rule = configure_rule(self.url)
-        topics = {k: f"{self.prefix}{k}" for k in ("logs", "metrics", "events")}
-        ensure_topics(self.srv.bootstrap, list(topics.values()), s.partitions)
-        producer = make_producer(self.srv.bootstrap, **{"linger.ms": PRODUCER_LINGER_MS})
-        traffic = BurstTraffic(
-            self.config,
-            topics,
-            producer,
-            rule,
-            s.window_size_s,
-            s.window_slide_s,
-            schedule(self.config),
-        )
         env = worker_env(s, self.url, self.srv.bootstrap, self.prefix, self.group)
-        watcher = Watcher(self.url, rule.id, self.committed, lambda: traffic.produced)
         load_before = os.getloadavg()
         with ExitStack() as cleanup:
-            if not self.srv.embedded_broker:
-                cleanup.callback(delete_topics_quietly, self.srv.bootstrap, list(topics.values()))
+            topics = run_topics(cleanup, self.srv, self.prefix, s.partitions)
+            producer = make_producer(self.srv.bootstrap, **{"linger.ms": PRODUCER_LINGER_MS})
+            traffic = BurstTraffic(
+                self.config,
+                topics,
+                producer,
+                rule,
+                s.window_size_s,
+                s.window_slide_s,
+                schedule(self.config),
+            )
+            watcher = Watcher(self.url, rule.id, self.committed, lambda: traffic.produced)
             cleanup.callback(_flush_quietly, producer)
             worker = cleanup.enter_context(
                 RtmhProcess("worker", env, self.srv.workdir / "worker.log", own_session=True)

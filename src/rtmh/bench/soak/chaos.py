@@ -4,14 +4,16 @@ receiver fail, at the times the schedule says."""
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
-from rtmh.bench.processes import ChildProcess
+from rtmh.bench.processes import ChildProcess, log_tail
 from rtmh.bench.receiver import ArrivalReceiver
 from rtmh.bench.soak.model import (
     FAIL_RECEIVER,
@@ -23,17 +25,43 @@ from rtmh.bench.soak.model import (
 )
 from rtmh.embedded.postgres import EmbeddedPostgres
 
+#: processes that died on their own more often than this end the run: a crash loop, not a soak
+MAX_CRASHES = 5
+
+
+@dataclass(frozen=True)
+class Crash:
+    """A process that exited when no fault asked it to."""
+
+    t: float
+    name: str
+    returncode: int | None
+    last_lines: str
+
+    def describe(self) -> str:
+        code = self.returncode
+        how = (
+            f"killed by {signal.Signals(-code).name}"
+            if code is not None and code < 0 and -code in signal.Signals._value2member_map_
+            else f"exited with {code}"
+        )
+        return f"{self.name} {how} at {self.t:.0f} s; its log ended: {self.last_lines}"
+
 
 class Fleet:
     """``worker-1``, ``worker-2`` and ``notifier``, each a ``python -m rtmh.cli`` child with its
     own log (appended to across restarts). A process the chaos loop killed is down, not
-    failed; any other exit is a finding (``check`` raises with its log's tail)."""
+    failed. One that dies on its own is a finding: recorded as a :class:`Crash` and started
+    again, as a supervisor would, so that one crash does not end an hour's run (the end
+    checks then say whether it cost anything); more than MAX_CRASHES end the run."""
 
-    def __init__(self, workdir: Path, envs: dict[str, dict[str, str]]):
+    def __init__(self, workdir: Path, envs: dict[str, dict[str, str]], clock: Callable[[], float]):
         self.workdir = workdir
         self.envs = envs
+        self.clock = clock
         self.procs: dict[str, ChildProcess] = {}
         self.down: set[str] = set()
+        self.crashes: list[Crash] = []
         for name in envs:
             self._start(name)
 
@@ -59,9 +87,18 @@ class Fleet:
         self.down.discard(name)
 
     def check(self) -> None:
-        for name, proc in self.procs.items():
-            if name not in self.down:
-                proc.check()
+        """Records and restarts any process that died on its own."""
+        for name, proc in list(self.procs.items()):
+            if name in self.down or proc.alive():
+                continue
+            tail = " | ".join(log_tail(proc.log_path, 3).splitlines())
+            self.crashes.append(Crash(round(self.clock(), 1), name, proc.returncode, tail))
+            if len(self.crashes) > MAX_CRASHES:
+                raise RuntimeError(
+                    f"{len(self.crashes)} processes died on their own; the last: "
+                    f"{self.crashes[-1].describe()}"
+                )
+            self._start(name)
 
     def pid(self, name: str) -> int | None:
         proc = self.procs.get(name)

@@ -190,6 +190,8 @@ class Checks:
     redeliveries: int = 0
     refused_by_receiver: int = 0
     bad_signatures: int = 0
+    #: processes that died on their own (restarted, as a supervisor would)
+    crashes: list[str] = field(default_factory=list)
 
     @property
     def exactly_once(self) -> bool:
@@ -229,7 +231,8 @@ class Checks:
 
     def passed(self) -> bool:
         return (
-            self.exactly_once
+            not self.crashes
+            and self.exactly_once
             and self.dead_letters_ok
             and self.windows_ok
             and self.alerts_ok
@@ -253,8 +256,13 @@ class SoakResult:
     settle_s: float = 0.0
     skipped: list[str] = field(default_factory=list)
     plot: str | None = None
+    #: why the run ended before its checks (a crash loop, a hub that never settled)
+    error: str | None = None
     machine: dict[str, object] = field(default_factory=dict)
     finished_at: str = ""
+
+    def passed(self) -> bool:
+        return self.error is None and self.checks.passed()
 
     def figures(self) -> dict[str, Any]:
         return memory_figures(self.memory, self.ran_s)
@@ -265,7 +273,8 @@ class SoakResult:
         return {
             "config": asdict(self.config),
             "short": self.short,
-            "passed": self.checks.passed(),
+            "passed": self.passed(),
+            "error": self.error,
             "checks": {
                 **asdict(self.checks),
                 "exactly_once": self.checks.exactly_once,

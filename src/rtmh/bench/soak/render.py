@@ -34,6 +34,11 @@ def render(result: SoakResult) -> Iterator[RenderableType]:
     status = ", ".join(f"{n} {s}" for s, n in sorted(k.notification_status.items())) or "none"
     rows = [
         (
+            "no process died on its own",
+            "; ".join(k.crashes) if k.crashes else "none",
+            _met(not k.crashes),
+        ),
+        (
             "every good message once in raw_events",
             f"{k.good_sent:,} sent, {k.good_rows:,} rows: {k.good_missing:,} missing, "
             f"{k.good_duplicates:,} doubled ({k.good_failed:,} refused by the broker)",
@@ -76,6 +81,8 @@ def render(result: SoakResult) -> Iterator[RenderableType]:
         f"cores"
     )
     title = "rtmh bench soak" + (" --short" if result.short else "") + ": end checks"
+    if result.error is not None:
+        title += " (the run ended early: checks not done are MISSED)"
     yield figures_table(
         title, ("check", "found", ""), rows, caption=caption, justify=lambda _i: "left"
     )

@@ -30,8 +30,8 @@ from rtmh.bench.detect.run import (
     PRODUCER_LINGER_MS,
     bound_broker_log,
     configure_rule,
-    delete_topics_quietly,
     route_rule_to,
+    run_topics,
     wait_first_commit,
 )
 from rtmh.bench.detect.watcher import Committed
@@ -52,17 +52,13 @@ from rtmh.bench.soak.model import (
 from rtmh.bench.soak.traffic import SoakTraffic
 from rtmh.config import Settings
 from rtmh.embedded.log_roll import RollOutcome
-from rtmh.kafka.client import ensure_topics, make_producer
+from rtmh.kafka.client import make_producer
 
 #: after the traffic stops: every message stored within this long, then every incident
 #: resolved and notification delivered within SETTLE_TIMEOUT_S (a retry may wait out its
 #: backoff, which grows to a minute after a receiver's outage)
 STORE_TIMEOUT_S = 300.0
 SETTLE_TIMEOUT_S = 300.0
-
-
-class SoakError(RuntimeError):
-    """The run could not go on: a process died on its own, or the hub never settled."""
 
 
 def run(settings: Settings, config: SoakConfig, short: bool, console: Console) -> SoakResult:
@@ -73,7 +69,8 @@ def run(settings: Settings, config: SoakConfig, short: bool, console: Console) -
         try:
             _Run(settings, config, console, srv, url, result).go()
         except (RuntimeError, end.NotSettled) as err:
-            raise SoakError(str(err)) from None
+            # what was measured until then is still reported (an hour is not thrown away)
+            result.error = str(err)
     result.finished_at = now_iso()
     return result
 
@@ -94,15 +91,13 @@ class _Run:
         s = self.settings
         bursts, faults = self._plan()
         rule = configure_rule(self.url)
-        topics = {k: f"{self.prefix}{k}" for k in ("logs", "metrics", "events")}
-        ensure_topics(self.srv.bootstrap, list(topics.values()), s.partitions)
         committed = Committed(self.group)
         with ExitStack() as stack:
-            if not self.srv.embedded_broker:
-                stack.callback(delete_topics_quietly, self.srv.bootstrap, list(topics.values()))
+            topics = run_topics(stack, self.srv, self.prefix, s.partitions)
             receiver = stack.enter_context(ArrivalReceiver(secrets.token_hex(16)))
             route_rule_to(self.url, receiver)
-            fleet = Fleet(self.srv.workdir, self._envs())
+            started = time.monotonic()
+            fleet = Fleet(self.srv.workdir, self._envs(), lambda: time.monotonic() - started)
             stack.callback(fleet.stop)
             bound_broker_log(
                 stack,
@@ -120,8 +115,11 @@ class _Run:
                 wait_first_commit(self.url, fleet.procs[WORKERS[0]], traffic, committed)
             self._traffic(traffic, fleet, receiver, faults)
             producer.flush(30)
-            self._settle(traffic, fleet)
-            self._check(traffic, receiver)
+            try:
+                self._settle(traffic, fleet)
+                self._check(traffic, receiver)
+            finally:
+                self.result.checks.crashes = [c.describe() for c in fleet.crashes]
 
     def _plan(self) -> tuple[list[Burst], list[Fault]]:
         """The bursts and the faults; no PostgreSQL restarts on a server the bench does not own."""
@@ -194,6 +192,7 @@ class _Run:
                 "broker": broker_pid,
             }
 
+        fleet.clock = lambda: time.monotonic() - started
         sampler = Sampler(pids, lambda: postgres_pids(self.srv.postgres), time.monotonic)
         producing = _TrafficThread(traffic, c.duration_s)
         with progress_bar(self.console) as progress:
