@@ -10,18 +10,16 @@ from pathlib import Path
 
 import psutil
 
+from rtmh.bench.common import rss_mb as process_rss_mb
 from rtmh.bench.soak.model import FAULTS, ROLES, FaultDone, MemorySample
 
 MB = 2**20
 
 
 def rss_mb(pid: int | None) -> float | None:
-    if pid is None:
-        return None
-    try:
-        return round(psutil.Process(pid).memory_info().rss / MB, 1)
-    except psutil.Error:
-        return None
+    """A sampled process's RSS to 0.1 MB; None when it is down (no pid, or gone)."""
+    mb = None if pid is None else process_rss_mb(pid)
+    return None if mb is None else round(mb, 1)
 
 
 def pss_mb(pids: list[int]) -> float | None:
