@@ -3,6 +3,8 @@ gate, a real `rtmh worker`, rolls while messages keep coming, and every message 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,8 +13,9 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from rtmh.embedded.broker import EmbeddedBroker
+from rtmh.embedded.frames import topic_id_bytes
 from rtmh.embedded.log_roll import LogRoller, RollOutcome, RollPolicy
-from rtmh.kafka.client import ensure_topics, make_producer
+from rtmh.kafka.client import delete_topics, ensure_topics, make_admin, make_producer, topic_ids
 from tests.integration.ingest_support import (
     KINDS,
     assert_exactly_once,
@@ -25,6 +28,28 @@ from tests.integration.ingest_support import (
 
 PARTITIONS = 4
 ROUND = 600
+
+#: a plain librdkafka consumer in a process of its own (a SIGSEGV must not take pytest with it):
+#: it says when it has read the first log, then reads ``after`` messages of the new log and ends.
+#: It keeps its position across the roll (tansu then answers with nothing until the new log
+#: reaches it, no out-of-range): so the new log must grow past the old one's end.
+CONSUMER = """
+import sys
+from confluent_kafka import Consumer
+bootstrap, topic, before, after = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+c = Consumer({"bootstrap.servers": bootstrap, "group.id": topic, "auto.offset.reset": "earliest",
+              "fetch.wait.max.ms": 10, "reconnect.backoff.ms": 10, "session.timeout.ms": 6000,
+              "heartbeat.interval.ms": 1000})
+c.subscribe([topic])
+seen = {b"before": set(), b"after": set()}
+while len(seen[b"after"]) < after:
+    for m in c.consume(100, 0.2):
+        if m.error() is None:
+            seen[m.value().split(b"-")[0]].add(m.value())
+            if len(seen[b"before"]) == before and m.value().startswith(b"before"):
+                print("read the first log", flush=True)
+print("read the new log", flush=True)
+"""
 
 
 @pytest.fixture
@@ -149,3 +174,46 @@ def test_no_roll_while_the_group_has_not_committed_everything(
     assert {t for t, _ in (gated.gate.stats().logs if gated.gate else {})} <= {
         topic_prefix + k for k in KINDS
     }
+
+
+def test_a_fetch_for_a_rolled_topics_old_id_never_reaches_the_broker(
+    gated: EmbeddedBroker, topic_prefix: str
+) -> None:
+    """The roll closes every connection so that clients learn the new topic ids; here it does
+    not (as for a connection the close missed), so the consumer's next fetch names the deleted
+    topic's id. tansu's answer to that kills librdkafka 2.16 with SIGSEGV (measured: without the
+    gate's check this consumer exits with -11); the gate closes the connection instead, and the
+    consumer goes on to read the new log."""
+    gate_ = gated.gate
+    assert gate_ is not None
+    topic = topic_prefix + "logs"
+    ensure_topics(gated.bootstrap, [topic], 2)
+    producer = make_producer(gated.bootstrap)
+    for i in range(100):
+        producer.produce(topic, f"before-{i}".encode(), partition=i % 2)
+    assert producer.flush(30) == 0
+    consumer = subprocess.Popen(
+        [sys.executable, "-c", CONSUMER, gated.bootstrap, topic, "100", "50"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert consumer.stdout is not None
+        assert consumer.stdout.readline().strip() == "read the first log"
+        admin = make_admin(gated.bootstrap)
+        old = topic_id_bytes(topic_ids(gated.bootstrap, [topic], admin=admin)[topic])
+        # the roll's steps, without its closing of the connections
+        assert gate_.hold(10) is not None and gate_.hold_fetches(10)
+        delete_topics(admin, [topic])
+        ensure_topics(gated.bootstrap, [topic], 2, admin=admin, quiet=True)
+        gate_.release([topic], [old])
+        for i in range(300):
+            producer.produce(topic, f"after-{i}".encode(), partition=i % 2)
+        assert producer.flush(30) == 0
+        line = consumer.stdout.readline().strip()
+        assert line == "read the new log", f"the consumer ended with {consumer.wait(60)}"
+        assert consumer.wait(60) == 0
+    finally:
+        consumer.kill()
+        consumer.wait()
+    assert gate_.stats().refused_fetches >= 1

@@ -11,8 +11,16 @@ while a roll runs, wait for the ones already sent to be acknowledged, and then k
 end of every partition's log from those acknowledgements.
 
 Frames are relayed whole and in order on each connection; only Produce requests and their
-responses are read (rtmh.embedded.produce_frames). A Produce with acks=0 is not waited for:
-its sender chose not to know whether it was written.
+responses are read, and the topic ids of Fetch requests (rtmh.embedded.frames). A Produce with
+acks=0 is not waited for: its sender chose not to know whether it was written.
+
+A Fetch that names a topic id a roll deleted never reaches the broker: tansu answers it with a
+CurrentLeader hint that librdkafka 2.16 turns into a metadata update for a NULL topic name, and
+the client dies of SIGSEGV (measured; docs/embedded.md). The roll closes every connection so
+that clients read the new ids first, but a client may still send the old id (a connection that
+was being opened while the roll closed the others, a consumer that read the metadata just
+before the roll): the gate closes that connection instead, and the client reconnects and asks
+for the topics' metadata again.
 """
 
 from __future__ import annotations
@@ -26,10 +34,11 @@ from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from rtmh.embedded.produce_frames import (
+from rtmh.embedded.frames import (
     FETCH,
     PRODUCE,
     ProduceRequest,
+    fetch_topic_ids,
     parse_produce_request,
     parse_produce_response,
     request_header,
@@ -42,6 +51,9 @@ T = TypeVar("T")
 Partition = tuple[str, int]
 #: frames larger than this are not Kafka (a client's fetch.max.bytes is 50 MB by default)
 MAX_FRAME = 512 * 1024 * 1024
+#: topic ids of deleted logs remembered (three topics a roll: hundreds of rolls); a client that
+#: still holds an older one has been disconnected by many rolls since
+ROLLED_IDS_KEPT = 3_000
 
 
 @dataclass
@@ -61,6 +73,8 @@ class GateStats:
     #: messages acknowledged since the gate started, across every roll
     acknowledged: int
     rolls: int
+    #: Fetch requests that named a rolled topic's old id: their connections were closed
+    refused_fetches: int = 0
 
     @property
     def max_batches(self) -> int:
@@ -88,6 +102,24 @@ class _State:
     #: Fetch requests sent to the broker and not yet answered, and an event set when none is
     fetches: set[tuple[int, int]] = field(default_factory=set)
     fetches_drained: asyncio.Event = field(default_factory=asyncio.Event)
+    #: ids of the topics rolls deleted, oldest first (a dict keeps the order)
+    rolled_ids: dict[bytes, None] = field(default_factory=dict)
+    refused_fetches: int = 0
+
+    def forget_logs(self, rolled: set[str], ids: Iterable[bytes]) -> None:
+        """``rolled`` topics start again from offset 0; their old ``ids`` are refused from now."""
+        self.logs = {p: c for p, c in self.logs.items() if p[0] not in rolled}
+        self.rolls += 1
+        for topic_id in ids:
+            self.rolled_ids[topic_id] = None
+        while len(self.rolled_ids) > ROLLED_IDS_KEPT:
+            del self.rolled_ids[next(iter(self.rolled_ids))]
+
+    def names_rolled_topic(self, frame: bytes) -> bool:
+        if not self.rolled_ids:
+            return False
+        ids = fetch_topic_ids(frame)
+        return ids is not None and any(i in self.rolled_ids for i in ids)
 
     def settle(self, key: tuple[int, int], frame: bytes | None) -> None:
         """The answer to one request (None: the connection died first)."""
@@ -134,6 +166,8 @@ class Gate:
         self._links: set[asyncio.Task[None]] = set()
         self._pumps: set[asyncio.Task[None]] = set()
         self._ids = itertools.count()
+        #: how many times every connection was closed; a link opened during one closes too
+        self._severs = 0
 
     # --- from other threads ------------------------------------------------------------------
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
@@ -171,10 +205,11 @@ class Gate:
         metadata again, and so learns a re-created topic's new id before it fetches."""
         self._call(self._sever(), 10)
 
-    def release(self, rolled: Iterable[str] = ()) -> None:
+    def release(self, rolled: Iterable[str] = (), rolled_ids: Iterable[bytes] = ()) -> None:
         """Let held and new Produce and Fetch requests through; the logs of ``rolled`` topics
-        start again from offset 0."""
-        self._call(self._release(set(rolled)), 10)
+        start again from offset 0, and a Fetch naming one of ``rolled_ids`` (their ids before
+        the roll, 16 bytes each) closes its connection instead of reaching the broker."""
+        self._call(self._release(set(rolled), list(rolled_ids)), 10)
 
     def stats(self) -> GateStats:
         return self._call(self._stats(), 10)
@@ -216,21 +251,21 @@ class Gate:
         return True
 
     async def _sever(self) -> None:
+        self._severs += 1
         for pump in list(self._pumps):
             pump.cancel()
 
-    async def _release(self, rolled: set[str]) -> None:
+    async def _release(self, rolled: set[str], rolled_ids: list[bytes]) -> None:
         state = self._require()
         if rolled:
-            state.logs = {p: c for p, c in state.logs.items() if p[0] not in rolled}
-            state.rolls += 1
+            state.forget_logs(rolled, rolled_ids)
         state.open.set()
         state.fetching.set()
 
     async def _stats(self) -> GateStats:
         state = self._require()
         logs = {p: LogCounts(c.end, c.batches, c.size) for p, c in state.logs.items()}
-        return GateStats(logs, state.acknowledged, state.rolls)
+        return GateStats(logs, state.acknowledged, state.rolls, state.refused_fetches)
 
     def _require(self) -> _State:
         assert self._state is not None, "the gate is not started"
@@ -253,7 +288,11 @@ class Gate:
         self, link: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         state = self._require()
+        severs = self._severs
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        if self._severs != severs:  # every connection was closed while this one opened
+            up_writer.close()
+            return
         requests = asyncio.create_task(self._requests(link, reader, up_writer))
         responses = asyncio.create_task(self._responses(link, up_reader, writer))
         pumps = {requests, responses}
@@ -283,6 +322,13 @@ class Gate:
             header = request_header(frame)
             if header is not None and header[0] == FETCH:
                 await state.fetching.wait()
+                if state.names_rolled_topic(frame):
+                    state.refused_fetches += 1
+                    log.info(
+                        "broker gate: a fetch named a topic deleted by a log roll; closing its "
+                        "connection so that the client reads the new topic ids"
+                    )
+                    return  # ends the link
                 state.fetches.add((link, header[2]))
                 state.fetches_drained.clear()
             if header is not None and header[0] == PRODUCE:

@@ -16,7 +16,8 @@ The roll, under the gate (rtmh.embedded.gate):
 3. hold every Fetch and wait for those sent to be answered (a fetch that reaches a topic
    deleted under it gets an answer that crashes librdkafka 2.16), delete the topics and create
    them again (same partitions), read their new ids, then close every client connection: a
-   client that reconnects reads the new topics' metadata before its held fetches go;
+   client that reconnects reads the new topics' metadata before its held fetches go; one that
+   still fetches with an old id later has its connection closed by the gate, never an answer;
 4. move the group's offsets to offset 0 of the new logs, one generation on (ingest's
    record_log_roll), so a worker still reading an old log is fenced, never duplicated;
 5. let connections and writes through: clients reconnect, learn the new topics, and send
@@ -38,6 +39,7 @@ import psycopg
 from confluent_kafka.admin import AdminClient
 
 from rtmh.db.connect import connect
+from rtmh.embedded.frames import topic_id_bytes
 from rtmh.embedded.gate import Gate, GateStats, Partition
 from rtmh.ingest.store import StoredOffset, load_offsets, record_log_roll
 from rtmh.kafka.client import delete_topics, ensure_topics, make_admin, topic_ids
@@ -217,6 +219,7 @@ class LogRoller:
                 marks.total(),
             )
         rolled: list[str] = []
+        old_ids: list[bytes] = []
         try:
             ids = topic_ids(self.bootstrap, self.topics, timeout=5, admin=admin)
             behind = self._wait_for_commits(self._db(), ends, ids)
@@ -238,6 +241,7 @@ class LogRoller:
                     marks.total(),
                 )
             marks.mark("fetches held")
+            old_ids = [topic_id_bytes(i) for i in ids.values()]
             delete_topics(admin, self.topics)
             rolled = list(self.topics)
             marks.mark("deleted")
@@ -258,7 +262,7 @@ class LogRoller:
                 # fetches go (this one's connections too: a new client next time)
                 self.gate.sever()
                 self._admin = None
-            self.gate.release(rolled)
+            self.gate.release(rolled, old_ids)
         log.debug("log roll: %s", marks)
         return RollOutcome(
             True,

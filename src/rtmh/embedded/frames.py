@@ -1,15 +1,18 @@
-"""Just enough of the Kafka protocol to follow Produce requests through the embedded broker's
-gate (rtmh.embedded.gate): which partitions a request writes, how many records and batches,
-whether it waits for an acknowledgement, and the offsets the broker's answer gives them.
+"""Just enough of the Kafka protocol for the embedded broker's gate (rtmh.embedded.gate): which
+partitions a Produce request writes, how many records and batches, whether it waits for an
+acknowledgement, and the offsets the broker's answer gives them; and which topic ids a Fetch
+request names.
 
 Pure functions over one frame (the bytes after the 4-byte size). Anything they cannot read is
 ``None``, never an exception: the gate still relays the frame; it only knows less about it.
-Field layouts follow the protocol's ProduceRequest/ProduceResponse schemas; versions 9 and
-later are "flexible" (compact lengths as unsigned varints, tagged fields).
+Field layouts follow the protocol's ProduceRequest/ProduceResponse/FetchRequest schemas; Produce
+versions 9 and later, and Fetch versions 12 and later, are "flexible" (compact lengths as
+unsigned varints, tagged fields).
 """
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 PRODUCE = 0
@@ -18,6 +21,8 @@ FETCH = 1
 FLEXIBLE_FROM = 9
 #: from version 13 a topic is named by its id; the gate does not follow those
 NAMED_UNTIL = 12
+#: from version 13 a Fetch names each topic by its 16-byte id (flexible from 12)
+FETCH_BY_ID_FROM = 13
 #: RecordBatch (magic 2): base offset 8, length 4, leader epoch 4, magic 1, crc 4,
 #: attributes 2, last offset delta 4, timestamps 8 + 8, producer id 8, epoch 2, sequence 4
 _BATCH_RECORDS_AT = 57
@@ -190,3 +195,40 @@ def parse_produce_response(frame: bytes, version: int) -> list[Appended] | None:
     except _Short:
         return None
     return found
+
+
+def fetch_topic_ids(frame: bytes) -> tuple[bytes, ...] | None:
+    """The topic ids a Fetch request (version 13 or later) fetches from; None for anything else
+    (an older Fetch names its topics, and a name always finds the current log)."""
+    header = request_header(frame)
+    if header is None or header[0] != FETCH or header[1] < FETCH_BY_ID_FROM:
+        return None
+    version = header[1]
+    r = _Reader(frame, 8)
+    try:
+        r.string(False)  # client id
+        r.skip_tags(True)
+        # replica id (until v14), max wait, min bytes, max bytes, isolation level, session id
+        # and epoch
+        r.take((4 if version <= 14 else 0) + 4 + 4 + 4 + 1 + 4 + 4)
+        ids: list[bytes] = []
+        for _ in range(max(r.length(True), 0)):
+            ids.append(r.take(16))
+            for _ in range(max(r.length(True), 0)):
+                # partition, current leader epoch, fetch offset, last fetched epoch, log start
+                # offset, partition max bytes
+                r.take(4 + 4 + 8 + 4 + 8 + 4)
+                r.skip_tags(True)
+            r.skip_tags(True)
+    except _Short:
+        return None
+    return tuple(ids)
+
+
+def topic_id_bytes(text: str) -> bytes:
+    """A topic id as the protocol carries it (16 bytes), from the text Kafka tools print
+    (URL-safe base64 without padding, what rtmh.kafka.client.topic_ids gives)."""
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if len(raw) != 16:
+        raise ValueError(f"not a topic id: {text!r}")
+    return raw

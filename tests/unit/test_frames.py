@@ -1,5 +1,6 @@
-"""rtmh.embedded.produce_frames: Produce requests and responses read from their bytes, in the
-classic (v7) and flexible (v9+) encodings, and nothing raised on anything else."""
+"""rtmh.embedded.frames: Produce requests and responses read from their bytes, in the
+classic (v7) and flexible (v9+) encodings, the topic ids of Fetch requests, and nothing raised
+on anything else."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import struct
 
 import pytest
 
-from rtmh.embedded.produce_frames import (
+from rtmh.embedded.frames import (
     Appended,
     Written,
     count_batches,
+    fetch_topic_ids,
     parse_produce_request,
     parse_produce_response,
     request_header,
     response_correlation,
+    topic_id_bytes,
 )
 
 
@@ -136,3 +139,44 @@ def test_what_cannot_be_read_is_none_not_an_error() -> None:
 def test_batches_are_counted_by_their_lengths() -> None:
     assert count_batches(b"") == (0, 0)
     assert count_batches(record_batch(5) + record_batch(1, b"y" * 300)) == (6, 2)
+
+
+def fetch_request(version: int, topics: dict[bytes, list[int]]) -> bytes:
+    """A flexible Fetch (v13+) as librdkafka sends it: topics by id, a tagged field here and
+    there, and a forgotten topic that must not count as fetched."""
+    out = struct.pack(">hhi", 1, version, 9) + string("consumer-1", False) + tags(True)
+    if version <= 14:
+        out += struct.pack(">i", -1)  # replica id
+    out += struct.pack(">iiibii", 10, 1, 52_428_800, 0, 0, -1)
+    out += array_len(len(topics), True)
+    for topic_id, partitions in topics.items():
+        out += topic_id + array_len(len(partitions), True)
+        for partition in partitions:
+            out += struct.pack(">iiqiqi", partition, 0, 1234, -1, -1, 1_048_576)
+            out += uvarint(1) + uvarint(0) + uvarint(16) + b"d" * 16  # one tagged field
+        out += tags(True)
+    out += array_len(1, True) + b"\xee" * 16 + array_len(1, True) + struct.pack(">i", 0)
+    out += tags(True)
+    return out + string("", True) + tags(True)
+
+
+@pytest.mark.parametrize("version", [13, 15, 16])
+def test_a_fetch_names_its_topic_ids(version: int) -> None:
+    a, b = bytes(range(16)), bytes(range(16, 32))
+    assert fetch_topic_ids(fetch_request(version, {a: [0, 1], b: [3]})) == (a, b)
+    assert fetch_topic_ids(fetch_request(version, {})) == ()
+
+
+def test_a_fetch_without_ids_or_cut_short_is_none() -> None:
+    frame = fetch_request(16, {bytes(16): [0]})
+    assert fetch_topic_ids(b"\x00\x01\x00\x0c" + frame[4:]) is None  # v12 names its topics
+    assert fetch_topic_ids(produce_request(10, {"a": {0: record_batch(1)}})) is None
+    for cut in (5, 20, 40, 60):
+        assert fetch_topic_ids(frame[:cut]) is None
+
+
+def test_topic_id_text_becomes_the_protocols_bytes() -> None:
+    # the text confluent-kafka prints for Uuid(0x0123456789abcdef, 0x1122334455667788)
+    assert topic_id_bytes("ASNFZ4mrze8RIjNEVWZ3iA").hex() == "0123456789abcdef1122334455667788"
+    with pytest.raises(ValueError, match="not a topic id"):
+        topic_id_bytes("AAAA")
