@@ -15,6 +15,7 @@ from rtmh.embedded.frames import (
     fetch_topic_ids,
     parse_produce_request,
     parse_produce_response,
+    request_client_id,
     request_header,
     response_correlation,
     topic_id_bytes,
@@ -173,6 +174,12 @@ def test_a_fetch_without_ids_or_cut_short_is_none() -> None:
     assert fetch_topic_ids(produce_request(10, {"a": {0: record_batch(1)}})) is None
     for cut in (5, 20, 40, 60):
         assert fetch_topic_ids(frame[:cut]) is None
+
+
+def test_a_request_names_its_client() -> None:
+    assert request_client_id(fetch_request(16, {})) == "consumer-1"
+    assert request_client_id(produce_request(10, {})) == "client-1"
+    assert request_client_id(fetch_request(16, {})[:12]) is None
 
 
 def test_topic_id_text_becomes_the_protocols_bytes() -> None:

@@ -19,13 +19,13 @@ OLD, NEW, OTHER = b"o" * 16, b"n" * 16, b"x" * 16
 def test_a_roll_forgets_its_topics_logs_and_refuses_their_old_ids() -> None:
     state = _State()
     state.logs = {("a", 0): LogCounts(10, 2, 100), ("b", 0): LogCounts(5, 1, 50)}
-    assert not state.names_rolled_topic(fetch_request(16, {OLD: [0]}))  # nothing rolled yet
+    assert None is state.rolled_fetch(fetch_request(16, {OLD: [0]}))  # nothing rolled yet
     state.forget_logs({"a"}, [OLD])
     assert set(state.logs) == {("b", 0)} and state.rolls == 1
-    assert state.names_rolled_topic(fetch_request(16, {OLD: [0]}))
-    assert state.names_rolled_topic(fetch_request(13, {NEW: [0], OLD: [1]}))
-    assert not state.names_rolled_topic(fetch_request(16, {NEW: [0], OTHER: [1]}))
-    assert not state.names_rolled_topic(b"\x00\x01\x00\x10")  # unreadable: relayed
+    assert None is not state.rolled_fetch(fetch_request(16, {OLD: [0]}))
+    assert None is not state.rolled_fetch(fetch_request(13, {NEW: [0], OLD: [1]}))
+    assert None is state.rolled_fetch(fetch_request(16, {NEW: [0], OTHER: [1]}))
+    assert None is state.rolled_fetch(b"\x00\x01\x00\x10")  # unreadable: relayed
 
 
 def test_old_ids_are_kept_up_to_a_bound_oldest_out_first(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,7 +35,7 @@ def test_old_ids_are_kept_up_to_a_bound_oldest_out_first(monkeypatch: pytest.Mon
     for pair in (ids[0:2], ids[2:4], ids[4:6]):
         state.forget_logs({"a"}, pair)
     assert list(state.rolled_ids) == ids[2:]
-    assert not state.names_rolled_topic(fetch_request(16, {ids[0]: [0]}))
+    assert None is state.rolled_fetch(fetch_request(16, {ids[0]: [0]}))
 
 
 def test_a_connection_opened_while_all_are_closed_is_closed_too(

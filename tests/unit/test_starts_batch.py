@@ -14,6 +14,7 @@ from rtmh.ingest.batch import Partition, message_digest
 from rtmh.ingest.offsets import AskAgain, Probe, StartDecision
 from rtmh.ingest.starts import (
     CREATED_AGAIN,
+    READ_BACK_SECONDS,
     Asked,
     OffsetReader,
     SetReader,
@@ -168,12 +169,14 @@ class FakeSetReader:
     def __init__(self, logs: Logs) -> None:
         self.logs = logs
         self.calls: list[dict[Partition, int]] = []
+        self.timeouts: list[float] = []
         self.watermark_calls: list[list[Partition]] = []
 
     def read_many(
         self, wanted: Mapping[Partition, int], timeout: float = 2.0
     ) -> dict[Partition, ReadBack]:
         self.calls.append(dict(wanted))
+        self.timeouts.append(timeout)
         answers = {}
         for part, offset in wanted.items():
             found = self.logs.messages.get((part, offset))
@@ -253,7 +256,9 @@ def assignment(partitions: int) -> tuple[Logs, dict[Partition, StoredOffset]]:
     return logs, stored
 
 
-def test_the_whole_assignment_is_read_back_in_one_call_and_the_silent_ones_retried_once() -> None:
+def test_the_whole_assignment_is_read_back_in_one_call_and_a_new_id_settles_silence_at_once() -> (
+    None
+):
     logs, stored = assignment(50)
     reader = FakeSetReader(logs)
     stop = Backoff()
@@ -264,7 +269,8 @@ def test_the_whole_assignment_is_read_back_in_one_call_and_the_silent_ones_retri
     started = starts.start_all(parts, stored, None, {})
     assert len(reader.calls) == 1 and set(reader.calls[0]) == set(parts)
     assert all(offset == 4 for offset in reader.calls[0].values())
-    assert stop.waits == [0.5]  # one backoff for the set, not one a partition
+    assert reader.timeouts == [READ_BACK_SECONDS]
+    assert stop.waits == []  # the new id decided them: no backoff, no second read
     assert starts.checks == [["b"]]  # the silent partitions' topic, asked once
     assert retries() - before == 50
     assert reader.watermark_calls == []  # nothing was MISSING
@@ -330,3 +336,29 @@ def test_a_reader_of_single_offsets_is_asked_for_each_in_turn() -> None:
     # b is known to be new: only a's partitions are read, one call each
     assert [list(call) for call in reader.inner.calls] == [[("a", 0)], [("a", 1)]]
     assert started[("b", 0)][0].generation == 1 and started[("a", 0)][0].generation == 0
+
+
+def test_what_the_ids_settle_is_decided_at_once_and_only_the_rest_waits() -> None:
+    """Topic a's logs are silent with an unchanged id (no proof of anything: read again after a
+    backoff, once the broker answers); topic b's are silent and b has a new id (a reset now)."""
+    logs, stored = assignment(2)
+    for p in range(2):
+        logs.silent.add(("a", p))
+    stop = Backoff()
+
+    class HealsAfterTheWait(FakeSetReader):
+        def read_many(
+            self, wanted: Mapping[Partition, int], timeout: float = 2.0
+        ) -> dict[Partition, ReadBack]:
+            if stop.waits:
+                logs.silent -= {("a", 0), ("a", 1)}
+            return super().read_many(wanted, timeout)
+
+    reader = HealsAfterTheWait(logs)
+    starts = FakeStarts(reader, stop, {"a": "A1", "b": "B2"})
+    started = starts.start_all(sorted(stored), stored, {"a": "A1", "b": "B1"}, {})
+    assert starts.checks == [["a", "b"]]
+    assert stop.waits == [0.5]
+    assert [sorted(call) for call in reader.calls[1:]] == [[("a", 0), ("a", 1)]]
+    assert all(started[("a", p)][0].offset == 5 for p in range(2))
+    assert all(started[("b", p)][0].generation == 1 for p in range(2))

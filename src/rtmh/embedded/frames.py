@@ -23,6 +23,8 @@ FLEXIBLE_FROM = 9
 NAMED_UNTIL = 12
 #: from version 13 a Fetch names each topic by its 16-byte id (flexible from 12)
 FETCH_BY_ID_FROM = 13
+#: the error code for a topic id the broker does not know
+UNKNOWN_TOPIC_ID = 100
 #: RecordBatch (magic 2): base offset 8, length 4, leader epoch 4, magic 1, crc 4,
 #: attributes 2, last offset delta 4, timestamps 8 + 8, producer id 8, epoch 2, sequence 4
 _BATCH_RECORDS_AT = 57
@@ -119,6 +121,14 @@ def request_header(frame: bytes) -> tuple[int, int, int] | None:
     )
 
 
+def request_client_id(frame: bytes) -> str | None:
+    """The client id a request frame carries (None: absent or unreadable)."""
+    try:
+        return _Reader(frame, 8).string(False)
+    except _Short:
+        return None
+
+
 def response_correlation(frame: bytes) -> int | None:
     return int.from_bytes(frame[0:4], "big", signed=True) if len(frame) >= 4 else None
 
@@ -197,13 +207,27 @@ def parse_produce_response(frame: bytes, version: int) -> list[Appended] | None:
     return found
 
 
-def fetch_topic_ids(frame: bytes) -> tuple[bytes, ...] | None:
-    """The topic ids a Fetch request (version 13 or later) fetches from; None for anything else
-    (an older Fetch names its topics, and a name always finds the current log)."""
+@dataclass(frozen=True, slots=True)
+class FetchRequest:
+    """What a Fetch request (version 13 or later) asks for: partitions of topics named by id."""
+
+    version: int
+    correlation_id: int
+    #: (topic id, its partitions), in the request's order
+    topics: tuple[tuple[bytes, tuple[int, ...]], ...]
+
+    @property
+    def topic_ids(self) -> tuple[bytes, ...]:
+        return tuple(topic_id for topic_id, _ in self.topics)
+
+
+def parse_fetch_request(frame: bytes) -> FetchRequest | None:
+    """The topics and partitions a Fetch request (version 13 or later) fetches; None for
+    anything else (an older Fetch names its topics, and a name always finds the current log)."""
     header = request_header(frame)
     if header is None or header[0] != FETCH or header[1] < FETCH_BY_ID_FROM:
         return None
-    version = header[1]
+    _, version, correlation = header
     r = _Reader(frame, 8)
     try:
         r.string(False)  # client id
@@ -211,18 +235,64 @@ def fetch_topic_ids(frame: bytes) -> tuple[bytes, ...] | None:
         # replica id (until v14), max wait, min bytes, max bytes, isolation level, session id
         # and epoch
         r.take((4 if version <= 14 else 0) + 4 + 4 + 4 + 1 + 4 + 4)
-        ids: list[bytes] = []
+        topics: list[tuple[bytes, tuple[int, ...]]] = []
         for _ in range(max(r.length(True), 0)):
-            ids.append(r.take(16))
+            topic_id = r.take(16)
+            partitions: list[int] = []
             for _ in range(max(r.length(True), 0)):
-                # partition, current leader epoch, fetch offset, last fetched epoch, log start
-                # offset, partition max bytes
-                r.take(4 + 4 + 8 + 4 + 8 + 4)
+                partitions.append(r.number(4))
+                # current leader epoch, fetch offset, last fetched epoch, log start offset,
+                # partition max bytes
+                r.take(4 + 8 + 4 + 8 + 4)
                 r.skip_tags(True)
+            topics.append((topic_id, tuple(partitions)))
             r.skip_tags(True)
     except _Short:
         return None
-    return tuple(ids)
+    return FetchRequest(version, correlation, tuple(topics))
+
+
+def fetch_topic_ids(frame: bytes) -> tuple[bytes, ...] | None:
+    """The topic ids a Fetch request (version 13 or later) fetches from; None for anything else."""
+    request = parse_fetch_request(frame)
+    return None if request is None else request.topic_ids
+
+
+def _uvarint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def unknown_topic_answer(request: FetchRequest) -> bytes:
+    """A Fetch response frame (without its size) answering every partition of ``request`` with
+    UNKNOWN_TOPIC_ID and nothing else: what a client must get for a topic id that no longer
+    exists. librdkafka then asks for the topics' metadata again, learns the new ids and fetches
+    with them; unlike tansu's own answer it carries no CurrentLeader hint, which is what
+    librdkafka 2.16 crashes on (rtmh.embedded.gate)."""
+    empty = _uvarint(1)  # a compact array or byte string of length 0
+    no_tags = _uvarint(0)
+    partition = (
+        UNKNOWN_TOPIC_ID.to_bytes(2, "big", signed=True)
+        + (-1).to_bytes(8, "big", signed=True) * 3  # high watermark, last stable, log start
+        + empty  # aborted transactions
+        + (-1).to_bytes(4, "big", signed=True)  # preferred read replica
+        + empty  # records
+        + no_tags
+    )
+    out = bytearray(request.correlation_id.to_bytes(4, "big", signed=True) + no_tags)
+    out += bytes(4 + 2 + 4)  # throttle time, error code, session id: all 0
+    out += _uvarint(len(request.topics) + 1)
+    for topic_id, partitions in request.topics:
+        out += topic_id + _uvarint(len(partitions) + 1)
+        for index in partitions:
+            out += index.to_bytes(4, "big", signed=True) + partition
+        out += no_tags
+    out += no_tags
+    return bytes(out)
 
 
 def topic_id_bytes(text: str) -> bytes:

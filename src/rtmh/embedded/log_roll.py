@@ -17,7 +17,8 @@ The roll, under the gate (rtmh.embedded.gate):
    deleted under it gets an answer that crashes librdkafka 2.16), delete the topics and create
    them again (same partitions), read their new ids, then close every client connection: a
    client that reconnects reads the new topics' metadata before its held fetches go; one that
-   still fetches with an old id later has its connection closed by the gate, never an answer;
+   still fetches with an old id later gets the gate's own answer (UNKNOWN_TOPIC_ID), never
+   the broker's;
 4. move the group's offsets to offset 0 of the new logs, one generation on (ingest's
    record_log_roll), so a worker still reading an old log is fenced, never duplicated;
 5. let connections and writes through: clients reconnect, learn the new topics, and send

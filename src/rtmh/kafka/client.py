@@ -38,9 +38,11 @@ log = logging.getLogger(__name__)
 OUT_OF_RANGE = (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE)
 
 
-def _common(bootstrap: str) -> dict[str, Any]:
+def _common(bootstrap: str, client_id: str) -> dict[str, Any]:
     return {
         "bootstrap.servers": bootstrap,
+        # which of RTMH's clients a request came from, in a broker's logs (and the gate's)
+        "client.id": client_id,
         "socket.keepalive.enable": True,
         # the first reconnect after a lost connection: the embedded broker's log roll closes
         # every connection on purpose, and each client's wait here is part of the pause a roll
@@ -55,7 +57,7 @@ def consumer_config(
     bootstrap: str, group_id: str, *, session_timeout_ms: int = 6000, **extra: Any
 ) -> dict[str, Any]:
     return {
-        **_common(bootstrap),
+        **_common(bootstrap, "rtmh-consumer"),
         "group.id": group_id,
         # offsets live in PostgreSQL; Kafka's own commit would only be a hint, so none is made
         "enable.auto.commit": False,
@@ -88,7 +90,7 @@ def consumer_config(
 
 def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
     return {
-        **_common(bootstrap),
+        **_common(bootstrap, "rtmh-producer"),
         "linger.ms": 5,
         "batch.num.messages": 10_000,
         "queue.buffering.max.messages": 1_000_000,
@@ -126,7 +128,7 @@ def take_ready(consumer: Consumer, most: int, wait: float) -> list[Message]:
 def make_admin(bootstrap: str) -> AdminClient:
     """An admin client to keep: the worker checks its topics every few seconds from the poll
     loop, and a new client each time is a new connection and thread start-up on that loop."""
-    return AdminClient(_common(bootstrap))
+    return AdminClient(_common(bootstrap, "rtmh-admin"))
 
 
 def ensure_topics(
@@ -202,7 +204,7 @@ def topic_ids(
 
 
 def wait_for_broker(bootstrap: str, timeout: float = 30) -> None:
-    admin = AdminClient(_common(bootstrap))
+    admin = AdminClient(_common(bootstrap, "rtmh-admin"))
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -242,7 +244,7 @@ class MessageReader:
         self._bootstrap = bootstrap
         self._consumer = Consumer(
             {
-                **_common(bootstrap),
+                **_common(bootstrap, "rtmh-read-back"),
                 "group.id": f"rtmh-probe-{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "error",
@@ -376,7 +378,7 @@ class MessageReader:
         if not parts:
             return marks
         if self._admin is None:
-            self._admin = AdminClient(_common(self._bootstrap))
+            self._admin = AdminClient(_common(self._bootstrap, "rtmh-admin"))
         ends: list[dict[TopicPart, int]] = []
         try:
             asked = [
