@@ -225,3 +225,16 @@ def test_a_fetch_for_a_rolled_topics_old_id_never_reaches_the_broker(
     assert gate_.stats().refused_fetches >= 1
     # the gate's answer is a well-formed Fetch response: no parse failure, no reconnect
     assert "parse" not in errors.lower() and "Disconnected" not in errors, errors
+
+
+def test_writes_are_not_held_while_the_group_is_far_behind(
+    gated: EmbeddedBroker, db_url: str, topic_prefix: str
+) -> None:
+    """A group that could not catch up within the hold (here: no worker at all) is not waited
+    for with writes held: the roll says how far behind it is and holds nothing."""
+    good, _ = produce(gated.bootstrap, topic_prefix, 300, partitions=PARTITIONS)
+    roller, _ = _roller(gated, db_url, topic_prefix, RollPolicy(max_behind=100))
+    outcome = roller.roll("asked by the test")
+    assert not outcome.rolled and outcome.held_s == 0
+    assert f"group g-{topic_prefix} is {good:,} messages behind (more than 100)" in outcome.detail
+    assert gated.gate is not None and gated.gate.stats().rolls == 0

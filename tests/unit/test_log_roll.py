@@ -4,7 +4,13 @@ every message the broker acknowledged (on the topic ids of the logs to be delete
 from __future__ import annotations
 
 from rtmh.embedded.gate import GateStats, LogCounts
-from rtmh.embedded.log_roll import RollOutcome, RollPolicy, not_committed, roll_due
+from rtmh.embedded.log_roll import (
+    RollOutcome,
+    RollPolicy,
+    not_committed,
+    roll_due,
+    uncommitted,
+)
 from rtmh.ingest.store import StoredOffset
 
 
@@ -35,6 +41,16 @@ def test_committed_means_at_the_end_on_the_same_log() -> None:
     assert not_committed(ends, {("t", 1): row(5)}, ids) == ["t[0] nothing of 10 committed"]
     # no id known for the topic: the offsets alone decide
     assert not_committed(ends, {("t", 0): row(10, None), ("t", 1): row(5, None)}, {}) == []
+
+
+def test_how_far_behind_counts_every_message_not_committed_on_this_log() -> None:
+    ends = {("t", 0): 10, ("t", 1): 5, ("t", 2): 0}
+    ids = {"t": "id1"}
+    assert uncommitted(ends, {("t", 0): row(10), ("t", 1): row(5)}, ids) == 0
+    assert uncommitted(ends, {("t", 0): row(4), ("t", 1): row(5)}, ids) == 6
+    # an older log's offset, or none at all: every message of this log is still to commit
+    assert uncommitted(ends, {("t", 0): row(10, "old")}, ids) == 15
+    assert uncommitted(ends, {}, {}) == 15
 
 
 def test_outcome_lines_say_what_happened() -> None:

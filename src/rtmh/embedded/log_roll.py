@@ -24,8 +24,10 @@ The roll, under the gate (rtmh.embedded.gate):
 5. let connections and writes through: clients reconnect, learn the new topics, and send
    what they held.
 If 1 or 2 does not happen in time, nothing is deleted: the writes go on and the roll is tried
-again later. Only the hub's own group is waited for; other consumers of the embedded broker
-lose what they have not read at a roll.
+again later. Writes are not held at all while the group is far behind (``max_behind``): it
+could not catch up within the hold, and holding writes every few seconds would only slow the
+producers down while it tries. Only the hub's own group is waited for; other consumers of the
+embedded broker lose what they have not read at a roll.
 """
 
 from __future__ import annotations
@@ -67,6 +69,9 @@ class RollPolicy:
     catch_up_timeout_s: float = 10.0
     #: after a roll that did not happen
     retry_s: float = 5.0
+    #: the most messages the group may have left to commit for writes to be held: a worker
+    #: commits at least ~10,000 a second, so the rest fits well within catch_up_timeout_s
+    max_behind: int = 20_000
 
 
 def roll_due(stats: GateStats, policy: RollPolicy) -> str | None:
@@ -97,6 +102,24 @@ def not_committed(
         elif row.next_offset < end:
             behind.append(f"{topic}[{partition}] at {row.next_offset:,} of {end:,}")
     return behind
+
+
+def uncommitted(
+    ends: Mapping[Partition, int],
+    committed: Mapping[Partition, StoredOffset],
+    ids: Mapping[str, str],
+) -> int:
+    """How many acknowledged messages the group has not committed (by the rule of
+    ``not_committed``: an offset on an older topic id counts as nothing committed)."""
+    total = 0
+    for (topic, partition), end in ends.items():
+        row = committed.get((topic, partition))
+        current = ids.get(topic)
+        if row is None or (current is not None and row.topic_id != current):
+            total += max(end, 0)
+        else:
+            total += max(end - row.next_offset, 0)
+    return total
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +231,15 @@ class LogRoller:
         # connection and a metadata round trip, all of it added to the hold
         admin = self._connected_admin()
         partitions = self._partition_counts(admin)
+        lag = self._behind(admin)
+        if lag > self.policy.max_behind:
+            return RollOutcome(
+                False,
+                reason,
+                f"group {self.group_id} is {lag:,} messages behind (more than "
+                f"{self.policy.max_behind:,}); writes were not held",
+                0.0,
+            )
         marks = _Marks()
         before = self.gate.stats()
         ends = self.gate.hold(self.policy.drain_timeout_s)
@@ -274,6 +306,12 @@ class LogRoller:
             sum(c.batches for c in before.logs.values()),
             before.size,
         )
+
+    def _behind(self, admin: AdminClient) -> int:
+        """Messages acknowledged and not yet committed by the group, writes flowing."""
+        ends = {part: c.end for part, c in self.gate.stats().logs.items()}
+        ids = topic_ids(self.bootstrap, self.topics, timeout=5, admin=admin)
+        return uncommitted(ends, load_offsets(self._db(), self.group_id, self.topics), ids)
 
     def _connected_admin(self) -> AdminClient:
         if self._admin is None:
