@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import urllib.error
 import urllib.request
 from dataclasses import replace
@@ -33,6 +34,7 @@ from rtmh.bench.soak.model import (
     match_alerts,
     memory_figures,
 )
+from rtmh.bench.soak.run import keep_logs
 from rtmh.bench.soak.traffic import BAD_MARKER, SEQ_FIELD, malformed, with_sequence
 from rtmh.notify.channels.webhook import IDEMPOTENCY_HEADER
 
@@ -231,3 +233,16 @@ def test_a_crash_names_the_signal_and_the_last_lines() -> None:
 
 def test_a_crash_fails_the_run_whatever_else_held() -> None:
     assert not replace(passing_checks(), crashes=["worker-2 killed by SIGSEGV at 3063 s"]).passed()
+
+
+def test_a_failed_runs_process_logs_outlive_its_directory(tmp_path: Path) -> None:
+    (tmp_path / "worker-1.log").write_text("revoked 6 partition(s)\n")
+    (tmp_path / "notifier.log").write_text("sent\n")
+    (tmp_path / "postgres").mkdir()
+    kept = Path(keep_logs(tmp_path))
+    try:
+        assert kept != tmp_path
+        assert sorted(p.name for p in kept.iterdir()) == ["notifier.log", "worker-1.log"]
+        assert (kept / "worker-1.log").read_text() == "revoked 6 partition(s)\n"
+    finally:
+        shutil.rmtree(kept)

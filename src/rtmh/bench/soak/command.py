@@ -89,5 +89,7 @@ def register(bench_app: typer.Typer) -> None:
         report(out, render(result), result.as_json(), json_file)
         if result.error is not None:
             err.print(f"[bold red]error:[/] {result.error}", highlight=False)
+        if result.logs is not None:
+            err.print(f"the processes' logs are kept in {result.logs}", highlight=False)
         if not result.passed():
             raise typer.Exit(1)

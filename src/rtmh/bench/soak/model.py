@@ -260,6 +260,8 @@ class SoakResult:
     plot: str | None = None
     #: why the run ended before its checks (a crash loop, a hub that never settled)
     error: str | None = None
+    #: where the processes' logs were kept (a run that failed)
+    logs: str | None = None
     machine: dict[str, object] = field(default_factory=dict)
     finished_at: str = ""
 
@@ -277,6 +279,7 @@ class SoakResult:
             "short": self.short,
             "passed": self.passed(),
             "error": self.error,
+            "logs": self.logs,
             "checks": {
                 **asdict(self.checks),
                 "exactly_once": self.checks.exactly_once,

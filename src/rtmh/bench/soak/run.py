@@ -6,11 +6,14 @@ end checks."""
 from __future__ import annotations
 
 import secrets
+import shutil
+import tempfile
 import threading
 import time
 import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -71,8 +74,21 @@ def run(settings: Settings, config: SoakConfig, short: bool, console: Console) -
         except (RuntimeError, end.NotSettled) as err:
             # what was measured until then is still reported (an hour is not thrown away)
             result.error = str(err)
+        if not result.passed():
+            # the servers' directory goes when bench_databases ends; the processes' logs are
+            # what a failed hour is understood from
+            result.logs = keep_logs(srv.workdir)
     result.finished_at = now_iso()
     return result
+
+
+def keep_logs(workdir: Path) -> str:
+    """A copy of the run's process logs (worker-1.log, notifier.log, ...) in a directory of its
+    own that outlives the run."""
+    kept = Path(tempfile.mkdtemp(prefix="rtmh-soak-logs-"))
+    for log_file in sorted(workdir.glob("*.log")):
+        shutil.copy2(log_file, kept / log_file.name)
+    return str(kept)
 
 
 @dataclass
@@ -258,7 +274,7 @@ class _Run:
                 lambda: (
                     f"after {STORE_TIMEOUT_S:.0f} s PostgreSQL holds {last[0][0]:,} of "
                     f"{rows:,} rows and {last[0][1]:,} of {letters:,} dead letters; see the "
-                    f"worker logs in {self.srv.workdir}"
+                    "worker logs"
                 ),
                 fleet.check,
             )
