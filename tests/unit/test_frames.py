@@ -12,7 +12,7 @@ from rtmh.embedded.frames import (
     Appended,
     Written,
     count_batches,
-    fetch_topic_ids,
+    parse_fetch_request,
     parse_produce_request,
     parse_produce_response,
     request_client_id,
@@ -159,6 +159,11 @@ def fetch_request(version: int, topics: dict[bytes, list[int]]) -> bytes:
     out += array_len(1, True) + b"\xee" * 16 + array_len(1, True) + struct.pack(">i", 0)
     out += tags(True)
     return out + string("", True) + tags(True)
+
+
+def fetch_topic_ids(frame: bytes) -> tuple[bytes, ...] | None:
+    request = parse_fetch_request(frame)
+    return None if request is None else request.topic_ids
 
 
 @pytest.mark.parametrize("version", [13, 15, 16])

@@ -252,12 +252,6 @@ def parse_fetch_request(frame: bytes) -> FetchRequest | None:
     return FetchRequest(version, correlation, tuple(topics))
 
 
-def fetch_topic_ids(frame: bytes) -> tuple[bytes, ...] | None:
-    """The topic ids a Fetch request (version 13 or later) fetches from; None for anything else."""
-    request = parse_fetch_request(frame)
-    return None if request is None else request.topic_ids
-
-
 def _uvarint(n: int) -> bytes:
     out = bytearray()
     while n > 0x7F:

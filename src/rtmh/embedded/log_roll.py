@@ -95,9 +95,8 @@ def not_committed(
     for (topic, partition), end in sorted(ends.items()):
         if end <= 0:
             continue
-        row = committed.get((topic, partition))
-        current = ids.get(topic)
-        if row is None or (current is not None and row.topic_id != current):
+        row = _on_this_log(committed.get((topic, partition)), ids.get(topic))
+        if row is None:
             behind.append(f"{topic}[{partition}] nothing of {end:,} committed")
         elif row.next_offset < end:
             behind.append(f"{topic}[{partition}] at {row.next_offset:,} of {end:,}")
@@ -113,13 +112,17 @@ def uncommitted(
     ``not_committed``: an offset on an older topic id counts as nothing committed)."""
     total = 0
     for (topic, partition), end in ends.items():
-        row = committed.get((topic, partition))
-        current = ids.get(topic)
-        if row is None or (current is not None and row.topic_id != current):
-            total += max(end, 0)
-        else:
-            total += max(end - row.next_offset, 0)
+        row = _on_this_log(committed.get((topic, partition)), ids.get(topic))
+        total += max(end - (0 if row is None else row.next_offset), 0)
     return total
+
+
+def _on_this_log(row: StoredOffset | None, current_id: str | None) -> StoredOffset | None:
+    """``row`` if it was committed on the topic's current log (or no id is known), else None:
+    an offset from an older log of the same topic says nothing about this one."""
+    if row is None or (current_id is not None and row.topic_id != current_id):
+        return None
+    return row
 
 
 @dataclass(frozen=True, slots=True)

@@ -251,8 +251,8 @@ class SoakResult:
     checks: Checks = field(default_factory=Checks)
     rolls: int = 0
     max_hold_ms: int = 0
-    #: fetches that named a rolled topic's old id, which the gate kept from the broker
-    refused_fetches: int = 0
+    #: fetches that named a rolled topic's old id, which the gate answered itself
+    stale_fetches: int = 0
     ran_s: float = 0.0
     #: traffic stopped -> everything stored, settled and delivered
     settle_s: float = 0.0
@@ -296,7 +296,7 @@ class SoakResult:
             "memory": [asdict(m) for m in self.memory],
             "rolls": self.rolls,
             "max_hold_ms": self.max_hold_ms,
-            "refused_fetches": self.refused_fetches,
+            "stale_fetches": self.stale_fetches,
             "ran_s": round(self.ran_s, 1),
             "settle_s": round(self.settle_s, 1),
             "skipped": self.skipped,

@@ -118,7 +118,7 @@ def _memory_table(result: SoakResult) -> RenderableType:
         f"sampled every {result.config.sample_s:g} s; PostgreSQL is the PSS of all its processes. "
         f"Broker: CPU mean {cpu} % of a core (max {f.get('broker_cpu_max')}), "
         f"{result.rolls} log rolls (writes held at most {result.max_hold_ms} ms, "
-        f"{result.refused_fetches} fetches for a rolled topic kept from it); bound: RSS < "
+        f"{result.stale_fetches} fetches for a rolled topic answered by the gate); bound: RSS < "
         f"{TARGET_BROKER_RSS_MB:.0f} MB and flat (< {FLAT_MB_PER_10_MIN:.0f} MB/10 min), CPU < "
         f"{TARGET_BROKER_CPU:.0f} %: {_met(broker_bounded(f))}"
     )

@@ -137,7 +137,7 @@ class _Run:
             finally:
                 self.result.checks.crashes = [c.describe() for c in fleet.crashes]
                 if self.srv.gate is not None:
-                    self.result.refused_fetches = self.srv.gate.stats().refused_fetches
+                    self.result.stale_fetches = self.srv.gate.stats().stale_fetches
 
     def _plan(self) -> tuple[list[Burst], list[Fault]]:
         """The bursts and the faults; no PostgreSQL restarts on a server the bench does not own."""
