@@ -1,8 +1,8 @@
 """Migration 003's SQL agrees with rtmh.windows in Python, on a real PostgreSQL.
 
-The sketch merge and quantile estimate, the value formula per metric type, and the staged
-upsert (SQL.create_stage / SQL.copy_stage / SQL.merge_stage) batch by batch against
-build_partials over the whole input.
+The sketch merge and quantile estimate, the value formula per metric type, and the worker's
+merge (rtmh.windows.store.merge_partials: the plain columns upserted in SQL, the sketches merged
+in Python under the rows' locks) batch by batch against build_partials over the whole input.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from rtmh.windows.partials import (
     value_of,
 )
 from rtmh.windows.sketch import GAMMA, MAX_BUCKETS, Sketch
-from rtmh.windows.store import SQL, partial_rows
+from rtmh.windows.store import merge_partials
 
 REL = 1e-12
 
@@ -168,12 +168,8 @@ def test_value_formula_matches_python(conn: psycopg.Connection[Any], metric_type
 
 def merge_batch(conn: psycopg.Connection[Any], partials: Mapping[PartialKey, Partial]) -> None:
     """What the worker does inside its batch transaction."""
-    with conn.transaction(), conn.cursor() as cur:
-        cur.execute(SQL.create_stage)
-        with cur.copy(SQL.copy_stage) as copy:
-            for row in partial_rows(partials):
-                copy.write_row(row)
-        cur.execute(SQL.merge_stage)
+    with conn.transaction():
+        merge_partials(conn, partials)
 
 
 def stored(conn: psycopg.Connection[Any]) -> dict[PartialKey, dict[str, Any]]:

@@ -21,9 +21,16 @@ from rtmh.windows.partials import (
     merge_partial_maps,
     merge_partials,
     metric_type_for_sample,
+    percentiles_of,
 )
 from rtmh.windows.sketch import Sketch
-from rtmh.windows.store import SQL, STAGE_COLUMNS, partial_rows
+from rtmh.windows.store import (
+    SKETCH_STAGE_COLUMNS,
+    SQL,
+    STAGE_COLUMNS,
+    merged_sketch_rows,
+    partial_rows,
+)
 
 # ============================================================================ assignment
 
@@ -324,12 +331,107 @@ def test_partial_rows_match_stage_columns() -> None:
     }
     lat = by_type["lat"]
     assert (lat["window_start"], lat["window_end"], lat["count"], lat["sum"]) == (0, 10, 1, 12.5)
-    assert lat["p50"] == lat["p99"] == 12.5  # clamped to [min, max] = [12.5, 12.5]
-    assert isinstance(lat["sketch"], str)
-    sketch = Sketch.from_json_obj(msgspec.json.decode(lat["sketch"]))
-    assert sketch.count == 1
+    assert (lat["min"], lat["max"]) == (12.5, 12.5)
     errors = by_type["error_count"]
-    assert (errors["count"], errors["sum"], errors["sketch"], errors["p50"]) == (1, 1.0, None, None)
+    assert (errors["count"], errors["sum"], errors["min"]) == (1, 1.0, None)
+
+
+def _sketch_of(*values: float) -> Sketch:
+    sketch = Sketch()
+    for value in values:
+        sketch.add(value)
+    return sketch
+
+
+def test_merged_sketch_rows_add_the_batch_to_what_is_stored() -> None:
+    parts = build_partials([metric(4.0, "lat", v) for v in (10.0, 20.0, 30.0)], 10, 10)
+    part = parts[("api", "lat", 0)]
+    assert part.sketch is not None
+    before = part.sketch.copy()
+    stored = _sketch_of(1.0, 2.0, 3.0, 400.0)
+    rows = merged_sketch_rows(
+        parts,
+        [
+            # merged min / max come from the upsert: the batch's [10, 30] with the stored [1, 400]
+            ("api", "lat", 0, 1.0, 400.0, stored.to_json()),
+            # a window the batch has no sketch for (a count) is left alone
+            ("api", "log_count", 0, None, None, None),
+        ],
+    )
+    assert len(rows) == 1
+    row = dict(zip(SKETCH_STAGE_COLUMNS, rows[0], strict=True))
+    merged = Sketch.from_json(str(row["sketch"]))
+    expected = stored.copy()
+    expected.merge(part.sketch)
+    assert merged == expected and merged.count == 7
+    assert (row["p50"], row["p95"], row["p99"]) == percentiles_of(expected, 1.0, 400.0)
+    # the partial is unchanged, so a retried checkpoint merges the same batch again
+    assert part.sketch == before
+
+
+def test_merged_sketch_rows_of_a_new_window_are_the_partial() -> None:
+    parts = build_partials([metric(4.0, "lat", 12.5), metric(4.5, "lat", 50.0)], 10, 10)
+    part = parts[("api", "lat", 0)]
+    (row,) = merged_sketch_rows(parts, [("api", "lat", 0, 12.5, 50.0, None)])
+    assert row[:3] == ("api", "lat", 0)
+    assert row[3:6] == part.percentiles()
+    assert Sketch.from_json(row[6]) == part.sketch
+
+
+def test_merged_percentiles_are_clamped_to_the_merged_extremes() -> None:
+    parts = build_partials([metric(4.0, "lat", 12.5)], 10, 10)
+    # a stored window of one value 1000 and the batch's 12.5: p99 is the bucket of 1000, whose
+    # estimate (within 1 %) may exceed the true max; it is clamped to the merged max
+    (row,) = merged_sketch_rows(
+        parts, [("api", "lat", 0, 12.5, 1000.0, _sketch_of(1000).to_json())]
+    )
+    assert row[5] is not None and row[5] <= 1000.0
+    assert row[3] is not None and row[3] >= 12.5
+
+
+@given(
+    st.lists(st.floats(-1e9, 1e9, allow_nan=False), max_size=50),
+    st.lists(st.floats(-1e9, 1e9, allow_nan=False), min_size=1, max_size=50),
+)
+def test_merging_in_python_equals_merging_the_partials(
+    stored_values: list[float], batch_values: list[float]
+) -> None:
+    """What merged_sketch_rows writes equals the sketch and percentiles of one partial holding
+    both the stored window's values and the batch's (the exactness the property tests rely on)."""
+    stored = build_partials([metric(1.0, "lat", v) for v in stored_values], 10, 10)
+    batch = build_partials([metric(2.0, "lat", v) for v in batch_values], 10, 10)
+    whole = build_partials(
+        [metric(1.0, "lat", v) for v in stored_values]
+        + [metric(2.0, "lat", v) for v in batch_values],
+        10,
+        10,
+    )
+    key = ("api", "lat", 0)
+    old = stored.get(key)
+    want = whole[key]
+    (row,) = merged_sketch_rows(
+        batch,
+        [
+            (
+                *key,
+                want.min,
+                want.max,
+                None if old is None or old.sketch is None else old.sketch.to_json(),
+            )
+        ],
+    )
+    assert Sketch.from_json(row[6]) == want.sketch
+    assert row[3:6] == want.percentiles()
+
+
+def test_sketch_json_round_trip_keeps_negative_keys_and_zero() -> None:
+    sketch = _sketch_of(0.001, 0.5, 2.0, -3.0, -0.01, 0.0, 1e300)
+    assert any(k < 0 for k in sketch.pos) and sketch.neg and sketch.zero == 1
+    assert Sketch.from_json(sketch.to_json()) == sketch
+    assert Sketch.from_json(sketch.to_json().encode()) == sketch
+    assert Sketch.from_json('{"p": {"5": 2}}') == Sketch.from_json_obj({"p": {"5": 2}})
+    with pytest.raises(msgspec.ValidationError):
+        Sketch.from_json('{"p": {"x": 1}}')
 
 
 def test_sql_texts_agree_with_stage_columns() -> None:
@@ -341,3 +443,9 @@ def test_sql_texts_agree_with_stage_columns() -> None:
     copy = " ".join(SQL.copy_stage.replace("( ", "(").split()).replace("( ", "(")
     assert f"COPY window_partials_stage ({columns}) FROM STDIN" == copy
     assert "ON CONFLICT (window_key, metric_type, window_start)" in SQL.merge_stage
+    assert "window_sketch_stage" in SQL.create_sketch_stage
+    assert "ON COMMIT DELETE ROWS" in SQL.create_sketch_stage
+    for column in SKETCH_STAGE_COLUMNS:
+        assert f"\n    {column} " in SQL.create_sketch_stage
+    sketch_copy = " ".join(SQL.copy_sketch_stage.split())
+    assert f"COPY window_sketch_stage ({', '.join(SKETCH_STAGE_COLUMNS)}) FROM STDIN" == sketch_copy

@@ -135,10 +135,7 @@ class Partial:
 
     def percentiles(self) -> tuple[float | None, float | None, float | None]:
         """p50/p95/p99 as metrics_agg stores them: sketch estimates clamped to [min, max]."""
-        if self.sketch is None:
-            return (None, None, None)
-        p50, p95, p99 = (_clamp(q, self.min, self.max) for q in self.sketch.quantiles(QUANTILES))
-        return (p50, p95, p99)
+        return percentiles_of(self.sketch, self.min, self.max)
 
     def observe(self, value: float) -> None:
         """Add one metric sample (mode mean)."""
@@ -231,6 +228,17 @@ def histogram_stats(sample: HistogramSample) -> HistogramStats | None:
     if buckets and high is None:
         high = max(v for v, _ in buckets)
     return HistogramStats(sample.count, total, low, high, buckets)
+
+
+def percentiles_of(
+    sketch: Sketch | None, low: float | None, high: float | None
+) -> tuple[float | None, float | None, float | None]:
+    """p50/p95/p99 of a window as metrics_agg stores them: the sketch's estimates clamped to
+    the window's [min, max]; all None without a sketch."""
+    if sketch is None:
+        return (None, None, None)
+    p50, p95, p99 = (_clamp(q, low, high) for q in sketch.quantiles(QUANTILES))
+    return (p50, p95, p99)
 
 
 def _clamp(value: float | None, low: float | None, high: float | None) -> float | None:
