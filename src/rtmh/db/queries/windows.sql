@@ -7,7 +7,7 @@
 -- in Python and writes them back with their p50/p95/p99 (update_sketches), under those locks.
 -- Why not in SQL: migration 003's PL/pgSQL merge and percentile functions were most of the
 -- stage's cost. A 630-row batch (21 keys, 6 windows, 252 of them with a 260-bucket sketch)
--- merged in 157 ms with them and in 87 ms this way (median of 250 batches, same machine, the
+-- merged in 143 ms with them and in 86-91 ms this way (median of 250 batches, same machine, the
 -- stored rows identical to the byte). The functions stay, for queries.
 
 -- name: create_stage
