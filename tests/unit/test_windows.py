@@ -32,6 +32,8 @@ from rtmh.windows.store import (
     partial_rows,
 )
 
+from .test_sketch import sketch_of
+
 # ============================================================================ assignment
 
 
@@ -336,19 +338,12 @@ def test_partial_rows_match_stage_columns() -> None:
     assert (errors["count"], errors["sum"], errors["min"]) == (1, 1.0, None)
 
 
-def _sketch_of(*values: float) -> Sketch:
-    sketch = Sketch()
-    for value in values:
-        sketch.add(value)
-    return sketch
-
-
 def test_merged_sketch_rows_add_the_batch_to_what_is_stored() -> None:
     parts = build_partials([metric(4.0, "lat", v) for v in (10.0, 20.0, 30.0)], 10, 10)
     part = parts[("api", "lat", 0)]
     assert part.sketch is not None
     before = part.sketch.copy()
-    stored = _sketch_of(1.0, 2.0, 3.0, 400.0)
+    stored = sketch_of([1.0, 2.0, 3.0, 400.0])
     rows = merged_sketch_rows(
         parts,
         [
@@ -383,7 +378,7 @@ def test_merged_percentiles_are_clamped_to_the_merged_extremes() -> None:
     # a stored window of one value 1000 and the batch's 12.5: p99 is the bucket of 1000, whose
     # estimate (within 1 %) may exceed the true max; it is clamped to the merged max
     (row,) = merged_sketch_rows(
-        parts, [("api", "lat", 0, 12.5, 1000.0, _sketch_of(1000).to_json())]
+        parts, [("api", "lat", 0, 12.5, 1000.0, sketch_of([1000.0]).to_json())]
     )
     assert row[5] is not None and row[5] <= 1000.0
     assert row[3] is not None and row[3] >= 12.5
@@ -425,7 +420,7 @@ def test_merging_in_python_equals_merging_the_partials(
 
 
 def test_sketch_json_round_trip_keeps_negative_keys_and_zero() -> None:
-    sketch = _sketch_of(0.001, 0.5, 2.0, -3.0, -0.01, 0.0, 1e300)
+    sketch = sketch_of([0.001, 0.5, 2.0, -3.0, -0.01, 0.0, 1e300])
     assert any(k < 0 for k in sketch.pos) and sketch.neg and sketch.zero == 1
     assert Sketch.from_json(sketch.to_json()) == sketch
     assert Sketch.from_json(sketch.to_json().encode()) == sketch

@@ -261,27 +261,30 @@ class Sketch:
     @classmethod
     def from_json_obj(cls, obj: Mapping[str, Any]) -> Sketch:
         """Inverse of to_json_obj; missing parts count as empty (the SQL side is null-safe too)."""
-        sketch = cls()
-        sketch.pos = {int(k): int(c) for k, c in (obj.get("p") or {}).items()}
-        sketch.neg = {int(k): int(c) for k, c in (obj.get("n") or {}).items()}
-        sketch.zero = int(obj.get("z") or 0)
-        collapse_lowest(sketch.pos)
-        collapse_lowest(sketch.neg)
-        return sketch
+        return cls._of_stores(
+            {int(k): int(c) for k, c in (obj.get("p") or {}).items()},
+            {int(k): int(c) for k, c in (obj.get("n") or {}).items()},
+            int(obj.get("z") or 0),
+        )
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Sketch:
         """``to_json``'s inverse, as the worker reads a stored sketch back to merge into it.
 
-        One typed msgspec decode: a 260-bucket window in ~10 us, where ``json.loads`` plus
-        ``from_json_obj``'s int conversions took several times that. Raises
+        One typed msgspec decode: a 275-bucket window in ~16 us, where ``json.loads`` plus
+        ``from_json_obj``'s int conversions took ~94 us (timeit, same machine). Raises
         ``msgspec.ValidationError`` when the text is not a sketch (keys or counts not integers).
         """
         form = _decode(text)
+        return cls._of_stores(form.p, form.n, form.z)
+
+    @classmethod
+    def _of_stores(cls, pos: Store, neg: Store, zero: int) -> Sketch:
+        """A sketch that takes these stores (folded to MAX_BUCKETS, as a merge would)."""
         sketch = cls()
-        sketch.pos = form.p
-        sketch.neg = form.n
-        sketch.zero = form.z
+        sketch.pos = pos
+        sketch.neg = neg
+        sketch.zero = zero
         collapse_lowest(sketch.pos)
         collapse_lowest(sketch.neg)
         return sketch
