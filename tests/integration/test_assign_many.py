@@ -240,8 +240,23 @@ def test_a_reader_answers_each_partition_of_a_set_every_time_it_is_asked(
             # partition 2 holds offsets 0..2: the broker says its log ends at 3
             assert outcomes == {0: ReadOutcome.FOUND, 1: ReadOutcome.FOUND, 2: ReadOutcome.MISSING}
             assert reader.read(topic, 0, 1).outcome is ReadOutcome.FOUND
-        marks = reader.watermarks_many([(topic, 2), (f"{topic_prefix}nothing", 0)])
-        assert marks[(f"{topic_prefix}nothing", 0)] is None
-        assert marks[(topic, 2)] == reader.watermarks(topic, 2)
     finally:
         reader.close()
+
+
+def test_a_topic_the_broker_does_not_know_does_not_hide_the_others_watermarks(
+    broker: str, topic_prefix: str
+) -> None:
+    """librdkafka fails a whole ListOffsets request for one unknown topic (gone in a reset), and
+    only once its leader lookup gives up: up to 3 s from a new client, past the deadline."""
+    topic = f"{topic_prefix}logs"
+    ensure_topics(broker, [topic], 3)
+    for k in range(3):
+        reader = MessageReader(broker)  # a new client each time: its first lookup is the slow one
+        try:
+            gone = (f"{topic_prefix}nothing{k}", 0)
+            marks = reader.watermarks_many([(topic, 2), gone])
+            assert marks[gone] is None
+            assert marks[(topic, 2)] == reader.watermarks(topic, 2)
+        finally:
+            reader.close()

@@ -240,7 +240,7 @@ class MessageReader:
     """Reads messages back by offset, outside any consumer group (used to verify offsets): one
     partition, or a set of them at once."""
 
-    def __init__(self, bootstrap: str):
+    def __init__(self, bootstrap: str, admin: AdminClient | None = None):
         self._bootstrap = bootstrap
         self._consumer = Consumer(
             {
@@ -252,8 +252,8 @@ class MessageReader:
                 "fetch.wait.max.ms": 50,
             }
         )
-        #: for the watermarks of a set (ListOffsets for every partition in one request)
-        self._admin: AdminClient | None = None
+        #: for the watermarks of a set (ListOffsets), made on first use when not given
+        self._admin = admin
 
     def read(self, topic: str, partition: int, offset: int, timeout: float = 2.0) -> ReadBack:
         """Read the message at ``offset`` back (see ``read_many``)."""
@@ -372,35 +372,41 @@ class MessageReader:
         self, parts: Collection[TopicPart], timeout: float = 2.0
     ) -> dict[TopicPart, tuple[int, int] | None]:
         """Each partition's (low, high) watermarks, as ``watermarks`` gives them (the high one
-        the last stable offset), asked for the whole set in one request for each end; None for
-        a partition the broker did not answer for."""
+        the last stable offset), for the whole set under one deadline; None for a partition the
+        broker did not answer for.
+
+        One request per topic and end, all sent before any is awaited: librdkafka fails a whole
+        ListOffsets request when one of its topics is unknown, and only after its leader lookup
+        gives up (1-3 s, measured), so a topic that vanished in a reset would otherwise hide
+        every other topic's answer."""
         marks: dict[TopicPart, tuple[int, int] | None] = dict.fromkeys(parts)
         if not parts:
             return marks
         if self._admin is None:
             self._admin = AdminClient(_common(self._bootstrap, "rtmh-admin"))
-        ends: list[dict[TopicPart, int]] = []
-        try:
-            asked = [
-                self._admin.list_offsets(
-                    {TopicPartition(t, p): spec for t, p in parts},
-                    isolation_level=IsolationLevel.READ_COMMITTED,
-                    request_timeout=timeout,
-                )
-                for spec in _ENDS
-            ]
-            deadline = time.monotonic() + timeout
-            for futures in asked:
-                end: dict[TopicPart, int] = {}
-                for tp, future in futures.items():
-                    try:
-                        left = max(0.0, deadline - time.monotonic())
-                        end[(tp.topic, tp.partition)] = int(future.result(left).offset)
-                    except (KafkaException, concurrent.futures.TimeoutError):
-                        continue
-                ends.append(end)
-        except KafkaException:
-            return marks
+        by_topic: dict[str, list[int]] = {}
+        for topic, partition in parts:
+            by_topic.setdefault(topic, []).append(partition)
+        asked: list[tuple[int, TopicPart, concurrent.futures.Future[Any]]] = []
+        for topic, partitions in by_topic.items():
+            for end, spec in enumerate(_ENDS):
+                try:
+                    futures = self._admin.list_offsets(
+                        {TopicPartition(topic, p): spec for p in partitions},
+                        isolation_level=IsolationLevel.READ_COMMITTED,
+                        request_timeout=timeout,
+                    )
+                except KafkaException:
+                    continue
+                asked += [(end, (tp.topic, tp.partition), f) for tp, f in futures.items()]
+        deadline = time.monotonic() + timeout
+        ends: tuple[dict[TopicPart, int], dict[TopicPart, int]] = ({}, {})
+        for end, part, future in asked:
+            try:
+                left = max(0.0, deadline - time.monotonic())
+                ends[end][part] = int(future.result(left).offset)
+            except (KafkaException, concurrent.futures.TimeoutError):
+                continue
         low, high = ends
         for part in parts:
             if part in low and part in high:
