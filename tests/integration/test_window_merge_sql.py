@@ -1,4 +1,4 @@
-"""Migration 003's SQL agrees with rtmh.windows in Python, on a real PostgreSQL.
+"""The SQL of migrations 003 and 010 agrees with rtmh.windows in Python, on a real PostgreSQL.
 
 The sketch merge and quantile estimate, the value formula per metric type, and the worker's
 merge (rtmh.windows.store.merge_partials: the plain columns upserted in SQL, the sketches merged
@@ -89,6 +89,38 @@ def test_sketch_merge_matches_python_and_is_null_safe(conn: psycopg.Connection[A
         "n": {},
         "z": 2,
     }
+
+
+def test_the_sketch_functions_read_dense_and_sparse_stores_alike(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """Migration 010: a store is [first key, "counts"] or an object; every function answers
+    the same for both (rows written before 010 keep their objects)."""
+    rng = random.Random(4)
+    for n in (3, 40, 2000):
+        sketch = random_sketch(rng, n)
+        dense = Jsonb(sketch.to_json_obj())
+        sparse_obj = {
+            "p": {str(k): c for k, c in sketch.pos.items()},
+            "n": {str(k): c for k, c in sketch.neg.items()},
+            "z": sketch.zero,
+        }
+        sparse = Jsonb(sparse_obj)
+        if n == 2000:
+            assert isinstance(sketch.to_json_obj()["p"], list)  # the case this test is for
+        for name in ("p", "n"):
+            got = sql_scalar(conn, f"SELECT rtmh_sketch_store(%s -> '{name}')", dense)
+            assert got == sparse_obj[name]
+        for q in (0.0, 0.5, 0.99, 1.0):
+            assert sql_scalar(conn, "SELECT rtmh_sketch_quantile(%s, %s)", dense, q) == (
+                sql_scalar(conn, "SELECT rtmh_sketch_quantile(%s, %s)", sparse, q)
+            )
+        assert sql_scalar(conn, "SELECT rtmh_sketch_merge(%s, %s)", dense, dense) == (
+            sql_scalar(conn, "SELECT rtmh_sketch_merge(%s, %s)", sparse, sparse)
+        )
+    assert sql_scalar(conn, """SELECT rtmh_sketch_store('[-2, "1,0,4"]')""") == {"-2": 1, "0": 4}
+    assert sql_scalar(conn, """SELECT rtmh_sketch_store('[5, "0"]')""") == {}
+    assert sql_scalar(conn, "SELECT rtmh_sketch_store(NULL)") is None
 
 
 def test_sketch_merge_collapses_like_python(conn: psycopg.Connection[Any]) -> None:

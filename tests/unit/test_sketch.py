@@ -23,6 +23,8 @@ from rtmh.windows.sketch import (
     bucket_index,
     collapse_lowest,
     is_indexable,
+    store_form,
+    store_of,
 )
 
 QS = (0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0)
@@ -268,11 +270,13 @@ def test_a_weighted_add_equals_count_unit_adds(pairs: list[tuple[float, int]]) -
         for _ in range(count):
             units.add(value)
     assert weighted == units
-    obj = weighted.to_json_obj()
-    assert obj == units.to_json_obj()
-    # counts stay integers in the stored JSON, so SQL's bigint merge stays exact
-    assert all(type(c) is int for store in ("p", "n") for c in obj[store].values())
-    assert type(obj["z"]) is int
+    assert weighted.to_json() == units.to_json()
+    # counts stay integers in the stored JSON, so SQL's bigint merge stays exact: the typed
+    # decode refuses anything else (a float weight would have been written as 1.0)
+    assert Sketch.from_json(weighted.to_json()) == weighted
+    stores = (weighted.pos, weighted.neg)
+    assert all(type(c) is int for store in stores for c in store.values())
+    assert type(weighted.to_json_obj()["z"]) is int
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.0, 1.0, 1.5, True, None])
@@ -295,14 +299,52 @@ def test_extremes_and_near_zero() -> None:
 
 
 def test_json_round_trip_and_shape() -> None:
-    sketch = sketch_of([0.0, 1.0, 1.0, 250.0, -2.0])
+    sketch = sketch_of([0.0, 1.0, 1.0, 250.0, -2.0, -2.05, -2.2])
     obj = sketch.to_json_obj()
     assert set(obj) == {"p", "n", "z"}
     assert obj["z"] == 1
+    # two buckets 279 keys apart: a dense string would be mostly zeros, so the store is sparse
     assert obj["p"] == {str(bucket_index(1.0)): 2, str(bucket_index(250.0)): 1}
-    assert obj["n"] == {str(bucket_index(2.0)): 1}
+    # neighbouring buckets: one string of counts from the lowest key, empty buckets as 0
+    low = bucket_index(2.0)
+    assert [bucket_index(2.05) - low, bucket_index(2.2) - low] == [1, 5]
+    assert obj["n"] == [low, "1,1,0,0,0,1"]
     decoded = msgspec.json.decode(msgspec.json.encode(obj))
     assert Sketch.from_json_obj(decoded) == sketch
+    assert Sketch.from_json(sketch.to_json()) == sketch
+
+
+@pytest.mark.parametrize(
+    ("store", "form"),
+    [
+        ({}, {}),
+        ({7: 3}, (7, "3")),
+        ({-2: 1, 0: 4}, (-2, "1,0,4")),
+        # span 4 times the non-empty buckets: still dense; one more: sparse
+        ({0: 1, 7: 1}, (0, "1,0,0,0,0,0,0,1")),
+        ({0: 1, 8: 1}, {0: 1, 8: 1}),
+    ],
+)
+def test_a_store_is_dense_while_its_keys_are_close(store: dict[int, int], form: object) -> None:
+    assert store_form(store) == form
+    assert store_of(store_form(store)) == store
+
+
+def test_a_dense_store_leaves_its_empty_buckets_out_when_read() -> None:
+    assert store_of((5, "2,0,0,1")) == {5: 2, 8: 1}
+    assert store_of((5, "0")) == {}
+    with pytest.raises(ValueError):
+        store_of((5, "1,x"))
+    with pytest.raises(ValueError):
+        store_of((5, "1.5"))
+
+
+def test_the_shape_written_before_dense_stores_is_still_read() -> None:
+    # rows stored before migration 010 hold objects only
+    old = '{"p": {"3": 2, "9": 1}, "n": {"-4": 5}, "z": 1}'
+    sketch = Sketch.from_json(old)
+    assert (sketch.pos, sketch.neg, sketch.zero) == ({3: 2, 9: 1}, {-4: 5}, 1)
+    assert Sketch.from_json(sketch.to_json()) == sketch
 
 
 def test_from_json_obj_tolerates_missing_parts() -> None:
@@ -315,4 +357,5 @@ def test_json_is_compact_for_a_latency_window() -> None:
     rng = random.Random(3)
     sketch = sketch_of([rng.lognormvariate(4.0, 0.8) for _ in range(10_000)])
     encoded = msgspec.json.encode(sketch.to_json_obj())
-    assert len(encoded) < 4000
+    # under PostgreSQL's 2 kB, past which every write of the row is pglz-compressed
+    assert len(encoded) < 1200

@@ -194,11 +194,17 @@ def _collapse(store: dict[int, int]) -> dict[int, int]:
 def _normalise_sketch(obj: dict[str, Any] | None) -> dict[str, Any] | None:
     if obj is None:
         return None
-    return {
-        "p": {int(k): int(c) for k, c in (obj.get("p") or {}).items()},
-        "n": {int(k): int(c) for k, c in (obj.get("n") or {}).items()},
-        "z": int(obj.get("z") or 0),
-    }
+    return {"p": _store(obj.get("p")), "n": _store(obj.get("n")), "z": int(obj.get("z") or 0)}
+
+
+def _store(form: dict[str, Any] | list[Any] | None) -> dict[int, int]:
+    """A stored store as key -> count, in either shape (read here without the sketch module):
+    an object of key -> count, or dense, [first key, "count,count,..."] with empty buckets."""
+    if isinstance(form, list):
+        low, text = form
+        counts = [int(c) for c in text.split(",")]
+        return {low + i: c for i, c in enumerate(counts) if c}
+    return {int(k): int(c) for k, c in (form or {}).items()}
 
 
 def exact_quantile(ordered: list[float], q: float) -> float:
