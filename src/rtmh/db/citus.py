@@ -115,17 +115,19 @@ TABLES: Mapping[str, Placement] = {
 
 #: functions that run on the shards, so every node needs them. The window merge's ON CONFLICT
 #: branch calls rtmh_window_value on the worker holding the row, and queries over metrics_agg
-#: may call the sketch functions (003's, reading stores through 010's rtmh_sketch_store) there;
-#: the updated_at trigger runs there too (Citus would propagate a trigger's function by itself;
-#: listed to be explicit).
+#: may call the sketch functions (003's, which 010 made read stores through rtmh_sketch_store)
+#: there; the updated_at trigger runs there too (Citus would propagate a trigger's function by
+#: itself; listed to be explicit).
 #: create_distributed_function records them in pg_dist_object, so nodes added later get them.
 SHARD_FUNCTIONS: tuple[str, ...] = (
     "rtmh_touch_updated_at()",
     "rtmh_window_mode(text)",
     "rtmh_window_value(text, bigint, double precision)",
     "rtmh_sketch_store(jsonb)",
+    "rtmh_sketch_merge_store_objects(jsonb, jsonb, integer)",
     "rtmh_sketch_merge_store(jsonb, jsonb, integer)",
     "rtmh_sketch_merge(jsonb, jsonb)",
+    "rtmh_sketch_ranks_objects(jsonb)",
     "rtmh_sketch_ranks(jsonb)",
     "rtmh_sketch_quantile(jsonb, double precision)",
     "rtmh_sketch_percentiles(jsonb, double precision, double precision)",
