@@ -347,6 +347,22 @@ def test_the_shape_written_before_dense_stores_is_still_read() -> None:
     assert Sketch.from_json(sketch.to_json()) == sketch
 
 
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(min_value=-MAX_INDEXABLE, max_value=MAX_INDEXABLE, allow_nan=False),
+            st.floats(min_value=0.5, max_value=2000.0),  # close buckets: dense stores
+        ),
+        max_size=300,
+    )
+)
+def test_json_round_trip_in_either_store_shape(values: list[float]) -> None:
+    sketch = sketch_of(values)
+    assert Sketch.from_json(sketch.to_json()) == sketch
+    assert Sketch.from_json_obj(msgspec.json.decode(sketch.to_json())) == sketch
+    assert msgspec.json.decode(sketch.to_json()) == sketch.to_json_obj()
+
+
 def test_from_json_obj_tolerates_missing_parts() -> None:
     assert Sketch.from_json_obj({}) == Sketch()
     assert Sketch.from_json_obj({"p": {"3": 2}}).count == 2
