@@ -25,10 +25,10 @@ Why the dense string: PostgreSQL parses a jsonb object member by member and stor
 and count as its own entry, so a 260-bucket sketch was ~5 kB of jsonb, over the 2 kB at which
 every write is pglz-compressed. As one string it is ~0.9 kB: parsed in one step, never
 compressed. Measured on the window merge (630 rows, 252 with a 260-bucket sketch, AMD EPYC):
-75 -> 47 ms a batch, and 1.44 -> 0.93 kB a stored sketch. The counts go through msgspec as a
-JSON array with its brackets cut off, which keeps encoding and decoding in C (23 and 19 us for
-280 buckets, against 4 and 12 us for the sparse object: the database's saving is ~10 times
-the worker's cost).
+91-95 -> 49-54 ms a batch, and 1.44 -> 0.93 kB a stored sketch. The counts go through msgspec
+as a JSON array with its brackets cut off, which keeps encoding and decoding in C (23 and 19 us
+for 280 buckets, against 4 and 12 us for the sparse object: ~6 ms more Python a batch for ~42 ms
+less in PostgreSQL).
 
 Bucket bound: each of the two stores keeps at most MAX_BUCKETS (2048) non-empty buckets. Beyond
 that, every bucket below the 2048th-highest key is folded into that key (DDSketch's "collapse
