@@ -3,9 +3,9 @@
 -- rtmh.windows.sketch now writes a store whose keys are close together as one string of
 -- counts, [first key, "c0,c1,c2,..."], instead of an object of key -> count (see that module:
 -- a 260-bucket latency window shrinks from ~5 kB of jsonb, pglz-compressed at every write, to
--- ~0.9 kB, and the worker's window merge from 91-95 to 49-54 ms a batch). A store whose keys are spread out
--- stays an object, and rows written before this migration keep their objects: both shapes
--- are valid, in every row, for good.
+-- ~0.9 kB, and the worker's window merge from 91-95 to 49-54 ms a batch). A store whose keys
+-- are spread out stays an object, and rows written before this migration keep their objects:
+-- both shapes are valid, in every row, for good.
 --
 -- The SQL functions of 003 read objects only. rtmh_sketch_store turns either shape into the
 -- object. The two of them that read stores keep their bodies under new names (*_objects), and

@@ -66,8 +66,9 @@ DELETE FROM window_partials_stage
 
 -- name: create_sketch_stage
 -- The merged sketches and their percentiles, keyed like metrics_agg. toast_tuple_target at its
--- maximum: a latency window's sketch is 2-4 kB of jsonb, which the default (2 kB) would
--- pglz-compress at the COPY only for the update to decompress it again.
+-- maximum: a dense sketch is ~1 kB, but one with spread-out (sparse) stores can be several kB
+-- of jsonb, which the default (2 kB) would pglz-compress at the COPY only for the update to
+-- decompress it again.
 CREATE TEMP TABLE IF NOT EXISTS window_sketch_stage (
     window_key    text             NOT NULL,
     metric_type   text             NOT NULL,
