@@ -47,6 +47,7 @@ from rtmh.kafka.client import (
     ensure_topics,
     make_admin,
     make_consumer,
+    refresh_metadata,
     take_ready,
     to_record,
 )
@@ -124,6 +125,8 @@ class Worker:
         #: back may hold new logs (the embedded broker forgets everything), so nothing is taken
         #: until ``_recheck`` has decided each start again
         self._unchecked = False
+        #: the admin client's connection went with the broker: ask the re-check on a new one
+        self._admin_stale = False
         #: owned partitions whose fetch position the broker called out of range: their starts
         #: are decided again before anything more is taken
         self._out_of_range: set[Partition] = set()
@@ -207,6 +210,7 @@ class Worker:
                     err.str(),
                 )
             self._unchecked = True
+            self._admin_stale = True
         elif err.fatal():
             log.error("consumer: %s", err.str())
         else:
@@ -239,6 +243,8 @@ class Worker:
         if parts:
             positioned = self._decide(parts, ids, recreated)
             consumer.assign(positioned)
+            # else nothing is fetched until librdkafka's next 1-s scan (issue 15)
+            refresh_metadata(consumer, sorted({p[0] for p in parts}))
             log.info("re-checked %s", _positions(positioned))
         self._unchecked = False
 
@@ -447,6 +453,9 @@ class Worker:
         maintenance, garbage collection."""
         if self._unchecked and now >= clock.recheck:
             clock.recheck = now + RECHECK_RETRY_SECONDS
+            if self._admin_stale:
+                self._admin_stale = False
+                self.starts.renew_admin()
             ids = self.starts.current_ids()  # None: no broker back yet
             if ids is not None:
                 self._recheck(consumer, ids, self._recreated(ids, []), trust_batch=True)

@@ -95,6 +95,11 @@ def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
         "batch.num.messages": 10_000,
         "queue.buffering.max.messages": 1_000_000,
         "acks": "all",
+        # a produce request the broker did not answer (the embedded broker's log roll closes
+        # every connection) is sent again after this, not after librdkafka's 100 ms: the first
+        # message acknowledged after a roll came 105 -> 16-33 ms after it (measured). Backoff
+        # still doubles per retry, up to retry.backoff.max.ms, against a broker that is down.
+        "retry.backoff.ms": 10,
         **extra,
     }
 
@@ -123,6 +128,22 @@ def take_ready(consumer: Consumer, most: int, wait: float) -> list[Message]:
     if most <= 1:
         return [first]
     return [first, *consumer.consume(num_messages=most - 1, timeout=0)]
+
+
+def refresh_metadata(consumer: Consumer, topics: Iterable[str], timeout: float = 1.0) -> None:
+    """Have ``consumer`` ask the broker about ``topics`` now.
+
+    After its connection was lost, librdkafka finds its partitions' leaders again only at its
+    next one-second scan, and fetches nothing meanwhile: after the embedded broker's log roll
+    the first message came 0.63-0.94 s after the broker was back, 0.11 s with this (measured
+    with one consumer, no PostgreSQL, four rolls). A metadata request for a topic updates its
+    partitions at once. A broker that does not answer only costs ``timeout``."""
+    for topic in topics:
+        try:
+            consumer.list_topics(topic, timeout=timeout)
+        except KafkaException as err:
+            log.info("no metadata for %s: %s", topic, err)
+            return
 
 
 def make_admin(bootstrap: str) -> AdminClient:
