@@ -30,6 +30,7 @@ from rtmh.rules.lifecycle import (
     incident_title,
     live_notification,
     manual_transition,
+    only_firing_changes,
     refresh_only,
     step,
 )
@@ -813,7 +814,11 @@ def test_any_sequence_keeps_the_invariants(
             firing, holding = VERDICTS[arg]
             o = obs(rule, now, firing, None if firing is None else value, holding=holding)
             before = db.load()
-            db.persist(before, step(rule, before, o, now, reopen_seconds=reopen))
+            t = step(rule, before, o, now, reopen_seconds=reopen)
+            if not firing and only_firing_changes(before):
+                # the engine skips these verdicts without a transaction (rules.engine.apply)
+                assert not t.changed
+            db.persist(before, t)
         else:
             latest = db.latest()
             if latest is None:
@@ -823,6 +828,33 @@ def test_any_sequence_keeps_the_invariants(
                     apply_manual(latest, arg, now)
                 continue
             db.persist(latest, apply_manual(latest, arg, now))
+
+
+# --------------------------------------------------------------------------- only_firing_changes
+
+
+def test_only_a_firing_verdict_can_change_a_resolved_or_closed_incident() -> None:
+    rule = make_rule(resolve_after_seconds=0)
+    done = resolved(rule, T0)
+    assert only_firing_changes(done) and only_firing_changes(None)
+    assert only_firing_changes(replace(done, status="closed", closed_at=T0 + 1))
+    for verdict in (clear(rule, T0 + 1), obs(rule, T0 + 1, None)):
+        assert not step(rule, done, verdict, T0 + 1).changed
+    assert step(rule, done, fire(rule, T0 + 1), T0 + 1).changed
+
+
+def test_a_live_pending_or_reopening_incident_can_change_on_any_verdict() -> None:
+    rule = make_rule(for_seconds=60, resolve_after_seconds=0)
+    assert not only_firing_changes(opened(make_rule()))
+    pending = step(rule, None, fire(rule, T0), T0).state
+    assert pending is not None and pending.status == "pending"
+    assert not only_firing_changes(pending)
+    # resolved, and firing again for less than for_seconds: a clear verdict breaks that run
+    done = resolved(make_rule(resolve_after_seconds=0), T0)
+    reopening = step(rule, done, fire(rule, T0 + 1), T0 + 1).state
+    assert reopening is not None and reopening.condition_true_since is not None
+    assert not only_firing_changes(reopening)
+    assert step(rule, reopening, clear(rule, T0 + 2), T0 + 2).changed
 
 
 # --------------------------------------------------------------------------- refresh_only

@@ -24,7 +24,7 @@ import psycopg
 
 from rtmh.config import Settings
 from rtmh.db.connect import connect
-from rtmh.records import GLOBAL_WINDOW_KEY, WindowKey, value_vs_threshold
+from rtmh.records import GLOBAL_WINDOW_KEY, LIVE_STATUSES, WindowKey, value_vs_threshold
 from rtmh.rules import notifications, store
 from rtmh.rules.evaluate import (
     Observation,
@@ -42,6 +42,7 @@ from rtmh.rules.lifecycle import (
     current_state,
     fingerprint,
     incident_title,
+    only_firing_changes,
     refresh_only,
     step,
 )
@@ -60,6 +61,10 @@ class RuleEngine:
         self.pending: dict[str, IncidentState] = {}
         #: fingerprints with a live or recently resolved incident: worth a look when clear
         self.active: set[str] = set()
+        #: each active fingerprint's newest incident row as this engine's last transaction on it
+        #: left it; dropped by the tick when PostgreSQL says the incident is live (another worker
+        #: may have reopened it)
+        self.seen: dict[str, IncidentState | None] = {}
         self.silences: list[Silence] = []
         self._queue: queue.SimpleQueue[set[WindowKey]] = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -150,6 +155,15 @@ class RuleEngine:
     def tick(self, now: float) -> None:
         conn = self._db()
         self.active = store.active_fingerprints(conn, REOPEN_SECONDS)
+        live = set(store.live_incident_keys(conn))
+        # what another worker (or a person) changed since is read again at the next verdict
+        self.seen = {
+            fp: row
+            for fp, row in self.seen.items()
+            if fp in self.active and not (row is not None and row.status in LIVE_STATUSES)
+        }
+        for rule_id, window_key in live:
+            self.seen.pop(fingerprint(rule_id, window_key), None)
         self.silences = store.active_silences(conn)
         by_id = {r.id: r for r in self.rules if r.enabled}
         for rule in by_id.values():
@@ -159,8 +173,7 @@ class RuleEngine:
                     self.apply(rule, obs, now)
         # live and pending fingerprints of threshold rules: re-judge on the current windows, so
         # incidents resolve on time even when their service sends little or nothing
-        keys = set(store.live_incident_keys(conn))
-        keys |= {(s.rule_id, s.window_key) for s in self.pending.values()}
+        keys = live | {(s.rule_id, s.window_key) for s in self.pending.values()}
         for rule_id, window_key in sorted(keys):
             live_rule = by_id.get(rule_id)
             if live_rule is None or live_rule.no_data_seconds is not None:
@@ -180,8 +193,14 @@ class RuleEngine:
     # --- incidents ------------------------------------------------------------------------------
     def apply(self, rule: Rule, obs: Observation, now: float) -> None:
         fp = fingerprint(rule.id, obs.window_key)
-        if not obs.firing and fp not in self.active and fp not in self.pending:
-            return  # nothing live, nothing starting: the common case costs no query
+        if not obs.firing and fp not in self.pending:
+            if fp not in self.active:
+                return  # nothing live, nothing starting: the common case costs no query
+            if fp in self.seen and only_firing_changes(self.seen[fp]):
+                # resolved lately and still clear: a transaction would only find that out. At
+                # 10,000 msg/s with every service resolved lately (bench detect) there were ~9
+                # of them per evaluation, 34 ms (p50), and the next batch's evaluation waited
+                return
         self.evaluations += 1
         for attempt in (1, 2):
             try:
@@ -199,10 +218,12 @@ class RuleEngine:
             before = current_state(latest, self.pending.get(fp))
             transition = step(rule, before, obs, now)
             if not transition.changed:
+                self.seen[fp] = latest
                 return
             if refresh_only(before, transition):
                 store.relax_commit(conn)
             new = self._persist(conn, rule, obs, transition)
+        self.seen[fp] = latest if new is None or new.status == "pending" else new
         if new is None:
             self.pending.pop(fp, None)
         elif new.status == "pending":

@@ -208,6 +208,19 @@ def current_state(
     return latest
 
 
+def only_firing_changes(state: IncidentState | None) -> bool:
+    """Whether no verdict but a firing one can change ``state``, a fingerprint's newest incident
+    row (None: it has none): a resolved or closed row that is not on its way to reopening.
+    :func:`step` leaves such a row as it is on a clear verdict, and on no data."""
+    if state is None:
+        return True
+    return (
+        state.status not in LIVE_STATUSES
+        and state.status != "pending"
+        and state.condition_true_since is None
+    )
+
+
 def _last_activity(state: IncidentState) -> float:
     times = [t for t in (state.last_seen, state.resolved_at, state.closed_at) if t is not None]
     return max(times)
