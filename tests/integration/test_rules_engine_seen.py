@@ -97,3 +97,50 @@ def test_a_resolved_incident_costs_no_transaction_while_clear_and_is_read_again_
     finally:
         for engine in (ours, other):
             engine._db().close()
+
+
+def _values(db_url: str) -> tuple[float, float]:
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            "SELECT last_value, peak_value FROM incidents WHERE window_key = %s", (KEY,)
+        ).fetchone()
+    assert row is not None, "no incident"
+    return float(row[0]), float(row[1])
+
+
+def test_a_live_incident_is_refreshed_once_a_second_but_a_new_peak_at_once(
+    db_url: str, window: tuple[str, str, int]
+) -> None:
+    start = window[2]
+    engine = _engine(db_url)
+    try:
+        now = time.time()
+        _set_rate(db_url, start, 0.5)
+        engine.tick(now)
+        engine.evaluate_touched({window}, now)
+        assert _incident(db_url) == ("open", 1)
+        written = engine.evaluations
+
+        _set_rate(db_url, start, 0.4)  # firing, lower: only last_seen and last_value would move
+        engine.evaluate_touched({window}, now + 0.3)
+        engine.evaluate_touched({window}, now + 0.6)
+        assert engine.evaluations == written and _values(db_url) == (0.5, 0.5)
+
+        _set_rate(db_url, start, 0.6)  # a new peak is written at once
+        engine.evaluate_touched({window}, now + 0.7)
+        assert engine.evaluations == written + 1 and _values(db_url) == (0.6, 0.6)
+
+        # the tick writes what waited (it re-judges every live incident)...
+        _set_rate(db_url, start, 0.45)
+        engine.evaluate_touched({window}, now + 0.8)
+        assert _values(db_url) == (0.6, 0.6)
+        engine.tick(now + 0.9)
+        assert _values(db_url) == (0.45, 0.6)
+        # ...and so does a verdict a second after the row was last written
+        _set_rate(db_url, start, 0.5)
+        engine.evaluate_touched({window}, now + 1.5)
+        assert _values(db_url) == (0.45, 0.6)
+        engine.evaluate_touched({window}, now + 1.9)
+        assert _values(db_url) == (0.5, 0.6)
+    finally:
+        engine._db().close()

@@ -31,6 +31,7 @@ from rtmh.rules.lifecycle import (
     live_notification,
     manual_transition,
     only_firing_changes,
+    refresh_can_wait,
     refresh_only,
     step,
 )
@@ -855,6 +856,30 @@ def test_a_live_pending_or_reopening_incident_can_change_on_any_verdict() -> Non
     assert reopening is not None and reopening.condition_true_since is not None
     assert not only_firing_changes(reopening)
     assert step(rule, reopening, clear(rule, T0 + 2), T0 + 2).changed
+
+
+def test_a_refresh_within_the_refresh_period_can_wait_unless_it_brings_a_new_peak() -> None:
+    rule = make_rule()
+    live = opened(rule, value=0.3)  # last_seen T0
+    assert refresh_can_wait(rule, live, fire(rule, T0 + 0.5, 0.3), T0 + 0.5)
+    assert refresh_can_wait(rule, live, fire(rule, T0 + 0.5, 0.2), T0 + 0.5)
+    # a new peak is written at once, and so is anything after the refresh period
+    assert not refresh_can_wait(rule, live, fire(rule, T0 + 0.5, 0.4), T0 + 0.5)
+    assert not refresh_can_wait(rule, live, fire(rule, T0 + 1, 0.3), T0 + 1)
+    # a clear verdict starts the resolve countdown: never left out
+    assert not refresh_can_wait(rule, live, clear(rule, T0 + 0.5), T0 + 0.5)
+    assert not refresh_can_wait(
+        rule, resolved(make_rule(resolve_after_seconds=0), T0), fire(rule, T0 + 0.5), T0 + 0.5
+    )
+
+
+def test_a_refresh_that_owes_a_notification_is_never_left_out() -> None:
+    rule = make_rule(repeat_interval_seconds=1)
+    live = opened(rule, value=0.3)
+    later = replace(live, last_seen=T0 + 1.5)
+    t = step(rule, later, fire(rule, T0 + 2, 0.3), T0 + 2)
+    assert t.notifications, "the repeat is due"
+    assert not refresh_can_wait(rule, later, fire(rule, T0 + 2, 0.3), T0 + 2)
 
 
 # --------------------------------------------------------------------------- refresh_only

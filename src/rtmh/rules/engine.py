@@ -43,6 +43,7 @@ from rtmh.rules.lifecycle import (
     fingerprint,
     incident_title,
     only_firing_changes,
+    refresh_can_wait,
     refresh_only,
     step,
 )
@@ -193,13 +194,10 @@ class RuleEngine:
     # --- incidents ------------------------------------------------------------------------------
     def apply(self, rule: Rule, obs: Observation, now: float) -> None:
         fp = fingerprint(rule.id, obs.window_key)
-        if not obs.firing and fp not in self.pending:
-            if fp not in self.active:
+        if fp not in self.pending:
+            if not obs.firing and fp not in self.active:
                 return  # nothing live, nothing starting: the common case costs no query
-            if fp in self.seen and only_firing_changes(self.seen[fp]):
-                # resolved lately and still clear: a transaction would only find that out. At
-                # 10,000 msg/s with every service resolved lately (bench detect) there were ~9
-                # of them per evaluation, 34 ms (p50), and the next batch's evaluation waited
+            if self._needs_no_write(rule, obs, now, fp):
                 return
         self.evaluations += 1
         for attempt in (1, 2):
@@ -210,6 +208,19 @@ class RuleEngine:
                 # another worker opened this incident first; judge again against its row
                 if attempt == 2:
                     raise
+
+    def _needs_no_write(self, rule: Rule, obs: Observation, now: float, fp: str) -> bool:
+        """Whether the incident row as this engine last wrote or read it shows that a
+        transaction would change nothing a responder sees. At 10,000 msg/s with every service
+        resolved lately (bench detect) there were ~9 transactions an evaluation that found
+        nothing to do: 34 ms (p50), and the next batch's evaluation waited up to 73 ms behind
+        them; then ~53 a second refreshing the live incidents' last_seen."""
+        if fp not in self.seen:
+            return False
+        row = self.seen[fp]
+        if not obs.firing:
+            return only_firing_changes(row)  # resolved lately and still clear
+        return row is not None and refresh_can_wait(rule, row, obs, now)
 
     def _apply_once(self, rule: Rule, obs: Observation, now: float, fp: str) -> None:
         conn = self._db()

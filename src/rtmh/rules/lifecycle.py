@@ -51,6 +51,7 @@ from rtmh.rules.evaluate import Observation
 from rtmh.rules.model import IncidentState, Rule, WindowValue
 
 __all__ = [
+    "REFRESH_SECONDS",
     "REOPEN_SECONDS",
     "UPDATE_GROWTH",
     "UPDATE_INTERVAL_SECONDS",
@@ -74,6 +75,8 @@ __all__ = [
     "incident_title",
     "live_notification",
     "manual_transition",
+    "only_firing_changes",
+    "refresh_can_wait",
     "refresh_only",
     "step",
 ]
@@ -85,6 +88,10 @@ UPDATE_GROWTH: Final = 0.5
 #: ... but no sooner than this after the last notification (Alertmanager's group_interval, whose
 #: default this is): a burst that keeps growing in its first seconds pages once, not twice
 UPDATE_INTERVAL_SECONDS: Final = 300.0
+
+#: how stale a live incident's last_seen and last_value may get before a firing verdict that only
+#: refreshes them is written (a new peak is written at once)
+REFRESH_SECONDS: Final = 1.0
 
 NotifyEvent: TypeAlias = Literal["open", "update", "repeat", "resolve"]
 TimelineEventType: TypeAlias = Literal[
@@ -219,6 +226,23 @@ def only_firing_changes(state: IncidentState | None) -> bool:
         and state.status != "pending"
         and state.condition_true_since is None
     )
+
+
+def refresh_can_wait(
+    rule: Rule,
+    state: IncidentState,
+    obs: Observation,
+    now: float,
+    *,
+    refresh_seconds: float = REFRESH_SECONDS,
+) -> bool:
+    """Whether writing ``obs`` can be left out: on a live incident whose row (``state``) was
+    written less than ``refresh_seconds`` ago, it would only move last_seen and last_value (no
+    new peak, status, timeline row or notification)."""
+    if state.status not in LIVE_STATUSES or now - state.last_seen >= refresh_seconds:
+        return False
+    t = step(rule, state, obs, now)
+    return t.state is not None and refresh_only(state, t) and t.state.peak_value == state.peak_value
 
 
 def _last_activity(state: IncidentState) -> float:
