@@ -76,6 +76,10 @@ class Ownership:
         self.expected[part] = decision.expected
         self.topic_id[part] = topic_id
 
+    def next_offsets(self) -> dict[Partition, int]:
+        """The next offset committed of each owned partition (0: nothing yet)."""
+        return {p: row.next_offset if row else 0 for p, row in list(self.expected.items())}
+
     def release(self, parts: set[Partition]) -> None:
         for part in parts:
             self.generation.pop(part, None)

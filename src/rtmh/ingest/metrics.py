@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
 CONSUMED = Counter("rtmh_ingest_consumed_total", "messages consumed from Kafka", ["topic"])
@@ -55,3 +58,18 @@ LAG = Gauge(
     "high watermark minus next offset (the embedded broker under-reports it)",
     ["topic", "partition"],
 )
+
+
+def report_lag(consumer: Consumer, committed: Mapping[tuple[str, int], int]) -> None:
+    """LAG per owned partition: the high watermark of the last fetch responses (no request)
+    minus ``committed``, the next offset committed. A metric only: the embedded broker
+    under-reports high watermarks."""
+    for (topic, partition), done in committed.items():
+        try:
+            _low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), cached=True
+            )
+        except Exception:  # not fetched yet, or the partition just moved
+            continue
+        if high is not None and high >= 0:
+            LAG.labels(topic, str(partition)).set(max(0, int(high) - done))

@@ -177,18 +177,26 @@ class Starts:
         self.topics = topics
         self.partitions = partitions
         self._admin = admin
+        #: the admin client's connection went with the broker (``broker_lost``)
+        self._admin_stale = False
         self._stop = stop
         #: given: a test's reader that fails on purpose; else opened by ``open``
         self._reader = reader
 
-    def renew_admin(self) -> None:
-        """Ask the next questions on a new admin client (after every broker went away).
+    def broker_lost(self) -> None:
+        """Every broker went away: the next question goes to a new admin client.
 
         librdkafka's admin client waits about a second after its connection was closed before
         it connects again for a request (measured: 0.6 s for a request 0.4 s after the embedded
         broker's log roll closed it, every time), while a new client is answered in 6-10 ms. The
         worker asks the topics' ids right after the outage, before it consumes anything again."""
-        self._admin = make_admin(self.bootstrap)
+        self._admin_stale = True
+
+    def _current_admin(self) -> AdminClient:
+        if self._admin_stale:
+            self._admin_stale = False
+            self._admin = make_admin(self.bootstrap)
+        return self._admin
 
     def open(self) -> None:
         if self._reader is None:
@@ -204,7 +212,7 @@ class Starts:
         asked (logged)."""
         try:
             created = ensure_topics(
-                self.bootstrap, topics, self.partitions, timeout=2, admin=self._admin
+                self.bootstrap, topics, self.partitions, timeout=2, admin=self._current_admin()
             )
             return created, topic_ids(self.bootstrap, topics, timeout=2, admin=self._admin)
         except Exception as err:
@@ -214,7 +222,7 @@ class Starts:
     def current_ids(self) -> dict[str, str] | None:
         """The topics' ids now; None when the broker cannot be asked."""
         try:
-            return topic_ids(self.bootstrap, self.topics, timeout=2, admin=self._admin)
+            return topic_ids(self.bootstrap, self.topics, timeout=2, admin=self._current_admin())
         except (KafkaException, TimeoutError) as err:
             log.info("could not ask the broker for topic ids: %s", err)
             return None

@@ -125,8 +125,6 @@ class Worker:
         #: back may hold new logs (the embedded broker forgets everything), so nothing is taken
         #: until ``_recheck`` has decided each start again
         self._unchecked = False
-        #: the admin client's connection went with the broker: ask the re-check on a new one
-        self._admin_stale = False
         #: owned partitions whose fetch position the broker called out of range: their starts
         #: are decided again before anything more is taken
         self._out_of_range: set[Partition] = set()
@@ -210,7 +208,7 @@ class Worker:
                     err.str(),
                 )
             self._unchecked = True
-            self._admin_stale = True
+            self.starts.broker_lost()
         elif err.fatal():
             log.error("consumer: %s", err.str())
         else:
@@ -388,20 +386,6 @@ class Worker:
         for topic, count in consumed.items():
             metrics.CONSUMED.labels(topic).inc(count)
 
-    def _report_lag(self, consumer: Consumer) -> None:
-        """High watermark minus the committed next offset, from the last fetch responses (no
-        request). A metric only: the embedded broker under-reports high watermarks."""
-        for (topic, partition), stored in list(self.owned.expected.items()):
-            try:
-                _low, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), cached=True
-                )
-            except Exception:  # not fetched yet, or the partition just moved
-                continue
-            if high is not None and high >= 0:
-                done = stored.next_offset if stored is not None else 0
-                metrics.LAG.labels(topic, str(partition)).set(max(0, int(high) - done))
-
     def _maintain(self) -> None:
         self._join()
 
@@ -453,16 +437,13 @@ class Worker:
         maintenance, garbage collection."""
         if self._unchecked and now >= clock.recheck:
             clock.recheck = now + RECHECK_RETRY_SECONDS
-            if self._admin_stale:
-                self._admin_stale = False
-                self.starts.renew_admin()
             ids = self.starts.current_ids()  # None: no broker back yet
             if ids is not None:
                 self._recheck(consumer, ids, self._recreated(ids, []), trust_batch=True)
         if now >= clock.topic_check:
             clock.topic_check = now + TOPIC_CHECK_SECONDS
             self._check_topics(consumer)
-            self._report_lag(consumer)
+            metrics.report_lag(consumer, self.owned.next_offsets())
         if now >= clock.maintenance:
             clock.maintenance = now + MAINTENANCE_SECONDS
             self._maintain()
