@@ -60,6 +60,14 @@ def _engine(db_url: str) -> RuleEngine:
     return engine
 
 
+def _open(engine: RuleEngine, db_url: str, window: tuple[str, str, int], now: float) -> None:
+    """A firing window, evaluated as a committed batch would hand it over: the incident opens."""
+    _set_rate(db_url, window[2], 0.5)
+    engine.tick(now)
+    engine.evaluate_touched({window}, now)
+    assert _incident(db_url) == ("open", 1)
+
+
 def test_a_resolved_incident_costs_no_transaction_while_clear_and_is_read_again_when_reopened(
     db_url: str, window: tuple[str, str, int]
 ) -> None:
@@ -67,10 +75,7 @@ def test_a_resolved_incident_costs_no_transaction_while_clear_and_is_read_again_
     ours, other = _engine(db_url), _engine(db_url)
     try:
         now = time.time()
-        _set_rate(db_url, start, 0.5)
-        ours.tick(now)
-        ours.evaluate_touched({window}, now)
-        assert _incident(db_url) == ("open", 1)
+        _open(ours, db_url, window, now)
         _set_rate(db_url, start, 0.0)
         ours.evaluate_touched({window}, now + 1)
         assert _incident(db_url) == ("resolved", 1)
@@ -115,10 +120,7 @@ def test_a_live_incident_is_refreshed_once_a_second_but_a_new_peak_at_once(
     engine = _engine(db_url)
     try:
         now = time.time()
-        _set_rate(db_url, start, 0.5)
-        engine.tick(now)
-        engine.evaluate_touched({window}, now)
-        assert _incident(db_url) == ("open", 1)
+        _open(engine, db_url, window, now)
         written = engine.evaluations
 
         _set_rate(db_url, start, 0.4)  # firing, lower: only last_seen and last_value would move
