@@ -28,7 +28,7 @@ def window(db_url: str) -> tuple[str, str, int]:
             " VALUES ('checkout_errors', 'error_rate', '>', 0.05, 0, 0, '*', 1, 'low',"
             " '{demo-webhook}')"
         )
-    start = int(time.time() // 10 * 10) - 50  # a 60-s window holding now
+    start = int(time.time() // 10 * 10) - 40  # a 60-s window holding now and the next 10 s
     return (KEY, "error_rate", start)
 
 
@@ -144,5 +144,33 @@ def test_a_live_incident_is_refreshed_once_a_second_but_a_new_peak_at_once(
         assert _values(db_url) == (0.45, 0.6)
         engine.evaluate_touched({window}, now + 1.9)
         assert _values(db_url) == (0.5, 0.6)
+    finally:
+        engine._db().close()
+
+
+def test_an_incident_a_person_resolves_during_a_tick_stays_resolved(
+    db_url: str, window: tuple[str, str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tick reads which incidents are live, then re-judges each on the current windows. One
+    resolved by hand in between (the window still firing, no new data) is not reopened by that
+    stale list: only new data reopens it (CI saw the dashboard's resolve undone this way)."""
+    engine = _engine(db_url)
+    try:
+        now = time.time()
+        _open(engine, db_url, window, now)
+        read_before = store.live_incident_keys(engine._db())
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE incidents SET status = 'resolved', resolved_at = now()"
+                " WHERE window_key = %s",
+                (KEY,),
+            )
+        monkeypatch.setattr(store, "live_incident_keys", lambda _conn: read_before)
+        engine.tick(now + 1)
+        assert _incident(db_url) == ("resolved", 1)
+        # new data that still fires does reopen it
+        monkeypatch.undo()
+        engine.evaluate_touched({window}, now + 2)
+        assert _incident(db_url) == ("open", 2)
     finally:
         engine._db().close()

@@ -174,15 +174,18 @@ class RuleEngine:
                     self.apply(rule, obs, now)
         # live and pending fingerprints of threshold rules: re-judge on the current windows, so
         # incidents resolve on time even when their service sends little or nothing
-        keys = live | {(s.rule_id, s.window_key) for s in self.pending.values()}
-        for rule_id, window_key in sorted(keys):
+        pending = {(s.rule_id, s.window_key) for s in self.pending.values()}
+        for rule_id, window_key in sorted(live | pending):
             live_rule = by_id.get(rule_id)
             if live_rule is None or live_rule.no_data_seconds is not None:
                 continue
             windows = store.load_current_windows(
                 conn, window_key, live_rule.metric_type, now, self.settings.window_size_s
             )
-            self.apply(live_rule, self._judge_current(live_rule, window_key, windows, now), now)
+            obs = self._judge_current(live_rule, window_key, windows, now)
+            # an incident a person resolved since ``live`` was read stays resolved: only new
+            # data reopens it, as it would have without this tick
+            self.apply(live_rule, obs, now, live_only=(rule_id, window_key) not in pending)
 
     def _judge_current(
         self, rule: Rule, window_key: str, windows: list[Any], now: float
@@ -192,7 +195,9 @@ class RuleEngine:
         return evaluate_silent(rule, window_key, now, self.settings.window_size_s)
 
     # --- incidents ------------------------------------------------------------------------------
-    def apply(self, rule: Rule, obs: Observation, now: float) -> None:
+    def apply(self, rule: Rule, obs: Observation, now: float, *, live_only: bool = False) -> None:
+        """Judge ``obs`` against the fingerprint's incident and write what changes (``live_only``:
+        only if the incident is still live when its row is locked)."""
         fp = fingerprint(rule.id, obs.window_key)
         if fp not in self.pending:
             if not obs.firing and fp not in self.active:
@@ -202,7 +207,7 @@ class RuleEngine:
         self.evaluations += 1
         for attempt in (1, 2):
             try:
-                self._apply_once(rule, obs, now, fp)
+                self._apply_once(rule, obs, now, fp, live_only)
                 return
             except psycopg.errors.UniqueViolation:
                 # another worker opened this incident first; judge again against its row
@@ -222,10 +227,15 @@ class RuleEngine:
             return only_firing_changes(row)  # resolved lately and still clear
         return row is not None and refresh_can_wait(rule, row, obs, now)
 
-    def _apply_once(self, rule: Rule, obs: Observation, now: float, fp: str) -> None:
+    def _apply_once(
+        self, rule: Rule, obs: Observation, now: float, fp: str, live_only: bool
+    ) -> None:
         conn = self._db()
         with conn.transaction():
             latest, _row = store.lock_latest_incident(conn, fp)
+            if live_only and (latest is None or latest.status not in LIVE_STATUSES):
+                self.seen[fp] = latest
+                return
             before = current_state(latest, self.pending.get(fp))
             transition = step(rule, before, obs, now)
             if not transition.changed:
