@@ -211,10 +211,9 @@ class Starts:
         restart); the ones created and every topic's id now. None when the broker cannot be
         asked (logged)."""
         try:
-            created = ensure_topics(
-                self.bootstrap, topics, self.partitions, timeout=2, admin=self._current_admin()
-            )
-            return created, topic_ids(self.bootstrap, topics, timeout=2, admin=self._admin)
+            admin = self._current_admin()
+            created = ensure_topics(self.bootstrap, topics, self.partitions, timeout=2, admin=admin)
+            return created, topic_ids(self.bootstrap, topics, timeout=2, admin=admin)
         except Exception as err:
             log.warning("broker unreachable while checking %s: %s", ", ".join(topics), err)
             return None

@@ -157,14 +157,16 @@ class RuleEngine:
         conn = self._db()
         self.active = store.active_fingerprints(conn, REOPEN_SECONDS)
         live = set(store.live_incident_keys(conn))
-        # what another worker (or a person) changed since is read again at the next verdict
+        # only rows known resolved, and still not live in PostgreSQL, are kept: what another
+        # worker (or a person) changed since is read again at the next verdict
+        live_fps = {fingerprint(rule_id, window_key) for rule_id, window_key in live}
         self.seen = {
             fp: row
             for fp, row in self.seen.items()
-            if fp in self.active and not (row is not None and row.status in LIVE_STATUSES)
+            if fp in self.active
+            and fp not in live_fps
+            and not (row is not None and row.status in LIVE_STATUSES)
         }
-        for rule_id, window_key in live:
-            self.seen.pop(fingerprint(rule_id, window_key), None)
         self.silences = store.active_silences(conn)
         by_id = {r.id: r for r in self.rules if r.enabled}
         for rule in by_id.values():
